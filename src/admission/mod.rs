@@ -1,0 +1,350 @@
+//! AdmissionReview in, AdmissionReview out: decodes a request, asks the pure core, encodes the answer.
+//! Shared by the HTTP server and the `review` command, so both give the same answer to the same body.
+
+pub mod mutate;
+pub mod review;
+
+use std::borrow::Cow;
+use std::time::SystemTime;
+
+use kube::core::admission::Operation;
+
+use crate::config::Policy;
+use crate::history;
+use crate::stages::Reason;
+use crate::verdict::{self, Outcome, Write, show_stage};
+
+pub use review::BadReview;
+use review::{Request, ResponseOut};
+
+/// Which webhook a review is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Webhook {
+    Mutate,
+    Validate,
+}
+
+impl Webhook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Webhook::Mutate => "mutate",
+            Webhook::Validate => "validate",
+        }
+    }
+}
+
+/// What happened to one review, for logs and metrics. Label-like fields hold bounded values only.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub uid: String,
+    pub workflow: String,
+    pub user: String,
+    pub operation: &'static str,
+    /// `O -> N` as shown in messages (`none` for no label).
+    pub transition: String,
+    /// The stage changed (`O ≠ N`).
+    pub stage_changed: bool,
+    /// `allowed`, `denied`, `warned`; the mutating webhook says `patched` when it returns a patch.
+    pub decision: &'static str,
+    pub reason: Option<Reason>,
+    /// Metric labels for `O` and `N`: a configured stage, `none`, or `unknown`.
+    pub from_label: String,
+    pub to_label: String,
+    pub message: String,
+    pub warnings: usize,
+}
+
+/// An encoded response and its record.
+#[derive(Debug)]
+pub struct Answer {
+    pub body: Vec<u8>,
+    pub record: Record,
+    pub allowed: bool,
+}
+
+/// Answers one AdmissionReview body for `webhook`.
+pub fn answer(policy: &Policy, webhook: Webhook, body: &[u8], now: SystemTime) -> Result<Answer, BadReview> {
+    let req = review::decode(body)?;
+    let seen = Observed::of(policy, &req);
+    let (response, record) = match webhook {
+        Webhook::Validate => validate(policy, &req, &seen),
+        Webhook::Mutate => mutate(policy, &req, &seen, now),
+    };
+    let allowed = response.allowed;
+    // Serialising plain strings, maps and a Status cannot fail.
+    let body = serde_json::to_vec(&response.into_review()).map_err(|e| BadReview(e.to_string()))?;
+    Ok(Answer { body, record, allowed })
+}
+
+/// What both webhooks read off the object and the stored object.
+struct Observed<'r> {
+    is_create: bool,
+    judged: bool,
+    workflow: String,
+    from: Option<&'r str>,
+    to: Option<&'r str>,
+    resubmitted: bool,
+    stored_history: Option<Cow<'r, str>>,
+    incoming_history: Option<Cow<'r, str>>,
+    stored_override: Option<Cow<'r, str>>,
+    incoming_override: Option<Cow<'r, str>>,
+}
+
+impl<'r> Observed<'r> {
+    fn of(policy: &Policy, req: &'r Request<'_>) -> Observed<'r> {
+        let is_create = req.operation == Operation::Create;
+        let judged = matches!(req.operation, Operation::Create | Operation::Update);
+        let (new, old) = (&req.object, &req.old_object);
+        let stored = |key: &str| if is_create { None } else { old.annotation(key) };
+        Observed {
+            is_create,
+            judged,
+            workflow: req.workflow(),
+            from: if is_create { None } else { old.label(&policy.label) },
+            to: new.label(&policy.label),
+            resubmitted: new.label(mutate::RESUBMITTED_FROM_LABEL).is_some(),
+            stored_history: stored(&policy.history.annotation),
+            incoming_history: new.annotation(&policy.history.annotation),
+            stored_override: stored(&policy.override_.annotation),
+            incoming_override: new.annotation(&policy.override_.annotation),
+        }
+    }
+
+    fn record(&self, policy: &Policy, req: &Request<'_>) -> Record {
+        let metric_label = |s: Option<&str>| match s {
+            None => "none".to_owned(),
+            Some(s) if policy.graph.is_known(s) => s.to_owned(),
+            Some(_) => "unknown".to_owned(),
+        };
+        Record {
+            uid: req.uid.clone(),
+            workflow: self.workflow.clone(),
+            user: req.user.username.clone(),
+            operation: operation_name(&req.operation),
+            transition: format!("{}->{}", show_stage(self.from), show_stage(self.to)),
+            stage_changed: self.judged && self.from != self.to,
+            decision: "allowed",
+            reason: None,
+            from_label: metric_label(self.from),
+            to_label: metric_label(self.to),
+            message: String::new(),
+            warnings: 0,
+        }
+    }
+}
+
+pub fn operation_name(op: &Operation) -> &'static str {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+fn validate(policy: &Policy, req: &Request<'_>, seen: &Observed<'_>) -> (ResponseOut, Record) {
+    let mut record = seen.record(policy, req);
+    if !seen.judged {
+        // DELETE and CONNECT are allowed without judgement (SPEC 4.1).
+        return (ResponseOut::allow(&req.uid), record);
+    }
+    let history = history::classify(
+        seen.stored_history.as_deref(),
+        seen.incoming_history.as_deref(),
+        seen.from,
+        seen.to,
+        &req.user.username,
+        policy.history.limit,
+    );
+    let override_annotation_requested = seen
+        .incoming_override
+        .as_deref()
+        .is_some_and(|r| !r.is_empty() && Some(r) != seen.stored_override.as_deref());
+    let v = verdict::decide(
+        policy,
+        &Write {
+            workflow: &seen.workflow,
+            is_create: seen.is_create,
+            from: seen.from,
+            to: seen.to,
+            resubmitted: seen.resubmitted,
+            username: &req.user.username,
+            groups: &req.user.groups,
+            override_annotation_requested,
+            history: &history,
+        },
+    );
+    let mut response = if v.allowed() {
+        ResponseOut::allow(&req.uid)
+    } else {
+        ResponseOut::deny(&req.uid, v.message.clone())
+    };
+    if record.stage_changed || v.outcome == Outcome::Denied {
+        response.audit_annotations.insert("decision", v.outcome.as_str().to_owned());
+        response.audit_annotations.insert("reason", v.reason.code().to_owned());
+        response.audit_annotations.insert("transition", record.transition.clone());
+    }
+    record.decision = v.outcome.as_str();
+    record.reason = Some(v.reason);
+    record.warnings = v.warnings.len();
+    record.message = v.message;
+    response.warnings = v.warnings;
+    (response, record)
+}
+
+fn mutate(policy: &Policy, req: &Request<'_>, seen: &Observed<'_>, now: SystemTime) -> (ResponseOut, Record) {
+    let mut record = seen.record(policy, req);
+    let response = ResponseOut::allow(&req.uid);
+    if !seen.judged {
+        return (response, record);
+    }
+    let (new, old) = (&req.object, &req.old_object);
+    let facts = mutate::MutationFacts {
+        is_create: seen.is_create,
+        stale: !seen.is_create
+            && new.resource_version.as_deref().is_some_and(|rv| !rv.is_empty())
+            && new.resource_version != old.resource_version,
+        resubmitted: seen.resubmitted,
+        from: seen.from,
+        to: seen.to,
+        username: &req.user.username,
+        groups: &req.user.groups,
+        stored_history: seen.stored_history.as_deref(),
+        incoming_history: seen.incoming_history.as_deref(),
+        stored_override: seen.stored_override.as_deref(),
+        incoming_override: seen.incoming_override.as_deref(),
+        workflow: &seen.workflow,
+    };
+    let plan = mutate::plan(policy, &facts, now);
+    if facts.stale {
+        record.message = "stale write (resourceVersion differs from the stored object): not patched".into();
+    }
+    let patch = mutate::patch_for(policy, &plan, req);
+    if !patch.0.is_empty() {
+        record.decision = "patched";
+        record.message = format!("{} operation(s) patched", patch.0.len());
+    }
+    record.stage_changed = plan.recorded.is_some();
+    if let Some((from, to)) = &plan.recorded {
+        record.transition = format!("{}->{}", show_stage(from.as_deref()), show_stage(to.as_deref()));
+    }
+    record.warnings = plan.warnings.len();
+    let mut response = response.with_patch(&patch);
+    response.warnings = plan.warnings;
+    (response, record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use serde_json::{Value, json};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_795_685_000)
+    }
+
+    fn review(op: &str, user: &str, object: Value, old: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "abc-123", "namespace": "argo", "operation": op,
+                "userInfo": {"username": user, "groups": ["system:authenticated"]},
+                "object": object, "oldObject": old, "dryRun": false}
+        }))
+        .unwrap()
+    }
+
+    fn wf(stage: Option<&str>, annotations: Option<Value>) -> Value {
+        let mut meta = json!({"name": "wf", "namespace": "argo", "resourceVersion": "5"});
+        if let Some(s) = stage {
+            meta["labels"] = json!({"current-stage": s});
+        }
+        if let Some(a) = annotations {
+            meta["annotations"] = a;
+        }
+        json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": meta, "spec": {}, "status": {}})
+    }
+
+    fn run(webhook: Webhook, body: &[u8]) -> Value {
+        let a = answer(&Policy::default_policy(), webhook, body, now()).unwrap();
+        serde_json::from_slice(&a.body).unwrap()
+    }
+
+    fn apply(object: &Value, response: &Value) -> Value {
+        let mut doc = object.clone();
+        if let Some(p) = response["response"]["patch"].as_str() {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(p).unwrap();
+            let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+            json_patch::patch(&mut doc, &patch).unwrap();
+        }
+        doc
+    }
+
+    #[test]
+    fn mutate_then_validate_a_legal_advance() {
+        let old = wf(Some("waiting-pr-created"), None);
+        let new = wf(Some("waiting-ready-for-qa"), None);
+        let m = run(Webhook::Mutate, &review("UPDATE", "bob", new.clone(), old.clone()));
+        assert_eq!(m["response"]["uid"], "abc-123");
+        assert_eq!(m["response"]["patchType"], "JSONPatch");
+        let patched = apply(&new, &m);
+        let h = patched["metadata"]["annotations"]["stage-guard.io/history"].as_str().unwrap();
+        assert_eq!(
+            h,
+            r#"[{"from":"waiting-pr-created","to":"waiting-ready-for-qa","at":"2026-11-26T09:23:20Z","by":"bob"}]"#
+        );
+        let v = run(Webhook::Validate, &review("UPDATE", "bob", patched, old));
+        assert_eq!(v["response"]["allowed"], true);
+        assert!(v["response"].get("patch").is_none() && v["response"].get("patchType").is_none());
+        assert_eq!(v["response"]["auditAnnotations"]["reason"], "advance");
+        assert_eq!(v["response"]["auditAnnotations"]["transition"], "waiting-pr-created->waiting-ready-for-qa");
+    }
+
+    #[test]
+    fn validate_denies_a_skip_with_403() {
+        let old = wf(Some("waiting-pr-created"), None);
+        let new = wf(Some("waiting-pr-approved"), None);
+        let patched = apply(&new, &run(Webhook::Mutate, &review("UPDATE", "bob", new.clone(), old.clone())));
+        let v = run(Webhook::Validate, &review("UPDATE", "bob", patched, old));
+        assert_eq!(v["response"]["allowed"], false);
+        assert_eq!(v["response"]["status"]["code"], 403);
+        assert_eq!(v["response"]["status"]["reason"], "Forbidden");
+        assert_eq!(
+            v["response"]["status"]["message"],
+            "stage change waiting-pr-created -> waiting-pr-approved on argo/wf denied (skip): skips waiting-ready-for-qa; allowed next: waiting-ready-for-qa"
+        );
+        assert_eq!(v["response"]["auditAnnotations"]["decision"], "denied");
+    }
+
+    #[test]
+    fn patches_escape_keys_and_create_parents() {
+        // no metadata.annotations on the object: the whole map is added
+        let old = wf(None, None);
+        let new = wf(Some("waiting-pr-created"), None);
+        let m = run(Webhook::Mutate, &review("UPDATE", "bob", new.clone(), old));
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(m["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        let ops: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(ops[0]["op"], "add");
+        assert_eq!(ops[0]["path"], "/metadata/annotations");
+        // an existing map: the key is escaped
+        let new = wf(Some("waiting-pr-created"), Some(json!({"other": "x"})));
+        let m = run(Webhook::Mutate, &review("UPDATE", "bob", new, wf(None, None)));
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(m["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        let ops: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(ops[0]["path"], "/metadata/annotations/stage-guard.io~1history");
+    }
+
+    #[test]
+    fn unchanged_writes_get_no_patch_and_delete_is_not_judged() {
+        let old = wf(Some("waiting-pr-created"), None);
+        let m = run(Webhook::Mutate, &review("UPDATE", "argo-controller", old.clone(), old.clone()));
+        assert!(m["response"].get("patch").is_none() && m["response"].get("patchType").is_none());
+        let d = run(Webhook::Validate, &review("DELETE", "bob", Value::Null, old));
+        assert_eq!(d["response"]["allowed"], true);
+    }
+}

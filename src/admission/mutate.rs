@@ -1,0 +1,369 @@
+//! The mutating webhook (SPEC 4.2, 4.4, 4.5): never denies, stamps the history, moves a permitted
+//! override reason into it, and patches nothing it does not have to.
+
+use std::time::SystemTime;
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation};
+use serde_json::{Map, Value};
+
+use crate::config::{Policy, Resubmit};
+use crate::history::{self, Entry};
+use crate::stages::{Reason, StageChange};
+use crate::verdict::{show, warning};
+
+use super::review::Request;
+
+/// The label `argo resubmit` puts on the Workflow it creates.
+pub const RESUBMITTED_FROM_LABEL: &str = "workflows.argoproj.io/resubmitted-from-workflow";
+
+/// The plain facts the mutation is planned from.
+#[derive(Debug, Clone)]
+pub struct MutationFacts<'a> {
+    pub is_create: bool,
+    /// A stale PUT: `object.metadata.resourceVersion` is set and differs from `oldObject`'s.
+    pub stale: bool,
+    pub resubmitted: bool,
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+    pub username: &'a str,
+    pub groups: &'a [String],
+    pub stored_history: Option<&'a str>,
+    pub incoming_history: Option<&'a str>,
+    pub stored_override: Option<&'a str>,
+    pub incoming_override: Option<&'a str>,
+    /// `namespace/name`, for warnings.
+    pub workflow: &'a str,
+}
+
+/// What the incoming history annotation must become.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryEdit {
+    Keep,
+    Set(String),
+    Remove,
+}
+
+/// The changes to make to the incoming object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// `resubmit: reset`: the copied stage label goes.
+    pub remove_stage_label: bool,
+    pub history: HistoryEdit,
+    /// A permitted override request: the annotation is never stored.
+    pub remove_override: bool,
+    pub warnings: Vec<String>,
+    /// The stage change the plan records, if any (for logs).
+    pub recorded: Option<(Option<String>, Option<String>)>,
+}
+
+impl Plan {
+    fn nothing() -> Plan {
+        Plan {
+            remove_stage_label: false,
+            history: HistoryEdit::Keep,
+            remove_override: false,
+            warnings: Vec::new(),
+            recorded: None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.remove_stage_label && self.history == HistoryEdit::Keep && !self.remove_override
+    }
+}
+
+/// Plans the mutation of one write. Pure: `now` is the time stamped into a new entry.
+pub fn plan(policy: &Policy, f: &MutationFacts<'_>, now: SystemTime) -> Plan {
+    if f.stale {
+        // The write will fail with 409 Conflict; touching it could only mislead (apiserver-contract 3).
+        return Plan::nothing();
+    }
+    let mut plan = Plan::nothing();
+
+    let mut to = f.to;
+    if f.is_create && f.resubmitted && policy.resubmit == Resubmit::Reset && to.is_some() {
+        plan.remove_stage_label = true;
+        to = None;
+    }
+    // CREATE has no stored object: client-supplied history is discarded (SPEC 4.4).
+    let stored_history = if f.is_create { None } else { f.stored_history };
+
+    let override_reason = f
+        .incoming_override
+        .filter(|r| !r.is_empty() && Some(*r) != f.stored_override);
+    let override_permitted = override_reason.is_some() && policy.override_.permits(f.username, f.groups);
+    plan.remove_override = override_permitted;
+
+    let target: Option<String> = if f.from != to {
+        plan.recorded = Some((f.from.map(str::to_owned), to.map(str::to_owned)));
+        let already = history::appended_entry(
+            stored_history,
+            f.incoming_history,
+            f.from,
+            to,
+            f.username,
+            policy.history.limit,
+        );
+        if already.is_some() {
+            // A second call for the same change: keep the first stamp (reinvocation, retries).
+            f.incoming_history.map(str::to_owned)
+        } else {
+            let forced = override_permitted
+                && policy.graph.judge(StageChange {
+                    from: f.from,
+                    to,
+                    resubmit_keep_create: f.is_create && f.resubmitted && policy.resubmit == Resubmit::Keep,
+                    override_permitted: true,
+                }) == Reason::Override;
+            let mut entry = Entry::new(f.from, to, f.username, now);
+            if forced {
+                entry.override_ = override_reason.map(str::to_owned);
+            }
+            let base = match stored_history.map(history::parse) {
+                Some(Err(_)) => {
+                    plan.warnings.push(warning(&format!(
+                        "{} on {} did not parse; replaced by a fresh history",
+                        policy.history.annotation,
+                        show(f.workflow)
+                    )));
+                    Vec::new()
+                }
+                Some(Ok(entries)) => entries,
+                None => Vec::new(),
+            };
+            Some(history::render(&history::append(&base, entry, policy.history.limit)))
+        }
+    } else {
+        // No stage change: the stored history stands, whatever the client sent.
+        stored_history.map(str::to_owned)
+    };
+
+    plan.history = match (target, f.incoming_history) {
+        (Some(t), Some(i)) if t == i => HistoryEdit::Keep,
+        (Some(t), _) => HistoryEdit::Set(t),
+        (None, Some(_)) => HistoryEdit::Remove,
+        (None, None) => HistoryEdit::Keep,
+    };
+    plan
+}
+
+/// The JSON Patch that carries out a plan on the object as sent. Paths are escaped (`~1`, `~0`) and
+/// missing parents are created, so the patch applies under strict RFC 6902 semantics.
+pub fn patch_for(policy: &Policy, plan: &Plan, req: &Request<'_>) -> Patch {
+    let obj = &req.object;
+    let mut ops = Vec::new();
+    let path = |parts: &[&str]| PointerBuf::from_tokens(parts.iter().copied());
+    if plan.remove_stage_label && obj.label(&policy.label).is_some() {
+        ops.push(PatchOperation::Remove(RemoveOperation {
+            path: path(&["metadata", "labels", &policy.label]),
+        }));
+    }
+    if plan.remove_override && obj.annotation(&policy.override_.annotation).is_some() {
+        ops.push(PatchOperation::Remove(RemoveOperation {
+            path: path(&["metadata", "annotations", &policy.override_.annotation]),
+        }));
+    }
+    let key = policy.history.annotation.as_str();
+    match &plan.history {
+        HistoryEdit::Keep => {}
+        HistoryEdit::Remove => {
+            if obj.annotation(key).is_some() {
+                ops.push(PatchOperation::Remove(RemoveOperation {
+                    path: path(&["metadata", "annotations", key]),
+                }));
+            }
+        }
+        HistoryEdit::Set(value) => {
+            let value = Value::String(value.clone());
+            // `add` on an existing member replaces it (RFC 6902 4.1); a missing parent is created whole.
+            let (p, v) = if obj.has_annotations {
+                (path(&["metadata", "annotations", key]), value)
+            } else if obj.has_metadata {
+                (path(&["metadata", "annotations"]), Value::Object(Map::from_iter([(key.to_owned(), value)])))
+            } else {
+                let annotations = Value::Object(Map::from_iter([(key.to_owned(), value)]));
+                (path(&["metadata"]), Value::Object(Map::from_iter([("annotations".to_owned(), annotations)])))
+            };
+            ops.push(PatchOperation::Add(AddOperation { path: p, value: v }));
+        }
+    }
+    Patch(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    const A: Option<&str> = Some("waiting-pr-created");
+    const B: Option<&str> = Some("waiting-ready-for-qa");
+    const C: Option<&str> = Some("waiting-pr-approved");
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_795_685_000)
+    }
+
+    fn facts<'a>(from: Option<&'a str>, to: Option<&'a str>) -> MutationFacts<'a> {
+        MutationFacts {
+            is_create: false,
+            stale: false,
+            resubmitted: false,
+            from,
+            to,
+            username: "bob",
+            groups: &[],
+            stored_history: None,
+            incoming_history: None,
+            stored_override: None,
+            incoming_override: None,
+            workflow: "argo/wf",
+        }
+    }
+
+    fn set(plan: &Plan) -> Vec<Entry> {
+        match &plan.history {
+            HistoryEdit::Set(s) => history::parse(s).unwrap(),
+            other => panic!("expected a new history, got {other:?}"),
+        }
+    }
+
+    fn policy(extra: &str) -> Policy {
+        Policy::from_yaml(&format!("override:\n  users: [alice]\n{extra}")).unwrap()
+    }
+
+    #[test]
+    fn stamps_every_change_legal_or_not() {
+        let p = policy("");
+        for (from, to) in [(None, A), (A, B), (A, C), (C, A), (B, None), (A, Some("bogus"))] {
+            let plan = plan(&p, &facts(from, to), now());
+            let entries = set(&plan);
+            assert_eq!(entries.len(), 1);
+            assert!(entries[0].records(from, to, "bob"));
+            assert_eq!(entries[0].at, "2026-11-26T09:23:20Z");
+            assert_eq!(entries[0].override_, None);
+        }
+    }
+
+    #[test]
+    fn no_change_and_nothing_else_means_no_patch() {
+        let stored = history::render(&[Entry::new(None, A, "ci", now())]);
+        let mut f = facts(A, A);
+        f.stored_history = Some(&stored);
+        f.incoming_history = Some(&stored);
+        assert!(plan(&policy(""), &f, now()).is_empty());
+        assert!(plan(&policy(""), &facts(None, None), now()).is_empty());
+    }
+
+    #[test]
+    fn restores_dropped_or_edited_history() {
+        let stored = history::render(&[Entry::new(None, A, "ci", now())]);
+        let mut f = facts(A, A);
+        f.stored_history = Some(&stored);
+        assert_eq!(plan(&policy(""), &f, now()).history, HistoryEdit::Set(stored.clone()));
+        f.incoming_history = Some("[]");
+        assert_eq!(plan(&policy(""), &f, now()).history, HistoryEdit::Set(stored.clone()));
+        // a stored object without history means no annotation, never "[]"
+        let mut f = facts(A, A);
+        f.incoming_history = Some("[]");
+        assert_eq!(plan(&policy(""), &f, now()).history, HistoryEdit::Remove);
+        // and a change appends to the stored history, not to what the client sent
+        let mut f = facts(A, B);
+        f.stored_history = Some(&stored);
+        f.incoming_history = Some("[]");
+        let entries = set(&plan(&policy(""), &f, now()));
+        assert_eq!(entries.len(), 2);
+        assert!(entries[1].records(A, B, "bob"));
+    }
+
+    #[test]
+    fn a_second_call_for_the_same_change_keeps_the_first_stamp() {
+        let p = policy("");
+        let first = plan(&p, &facts(A, B), now());
+        let HistoryEdit::Set(stamped) = &first.history else { panic!() };
+        let mut again = facts(A, B);
+        again.incoming_history = Some(stamped);
+        assert!(plan(&p, &again, now() + Duration::from_secs(30)).is_empty());
+    }
+
+    #[test]
+    fn permitted_override_moves_the_reason_into_the_entry() {
+        let p = policy("");
+        let mut f = facts(A, C);
+        f.username = "alice";
+        f.incoming_override = Some("QA re-run");
+        let plan1 = plan(&p, &f, now());
+        assert!(plan1.remove_override);
+        assert_eq!(set(&plan1)[0].override_.as_deref(), Some("QA re-run"));
+        // on a legal change the entry is ordinary, with no change nothing is recorded
+        let mut f2 = f.clone();
+        f2.to = B;
+        let plan2 = plan(&p, &f2, now());
+        assert!(plan2.remove_override);
+        assert_eq!(set(&plan2)[0].override_, None);
+        let mut f3 = f.clone();
+        f3.to = A;
+        let plan3 = plan(&p, &f3, now());
+        assert!(plan3.remove_override && plan3.history == HistoryEdit::Keep);
+        // not permitted: left as it came for the validating webhook to refuse
+        let mut f4 = f.clone();
+        f4.username = "bob";
+        let plan4 = plan(&p, &f4, now());
+        assert!(!plan4.remove_override);
+        assert_eq!(set(&plan4)[0].override_, None);
+        // the same reason as stored is not a request
+        let mut f5 = f.clone();
+        f5.stored_override = Some("QA re-run");
+        assert!(!plan(&p, &f5, now()).remove_override);
+    }
+
+    #[test]
+    fn stale_put_is_left_alone() {
+        let mut f = facts(A, C);
+        f.stale = true;
+        assert!(plan(&policy(""), &f, now()).is_empty());
+    }
+
+    #[test]
+    fn corrupt_history_is_replaced_on_a_change_with_a_warning_and_kept_otherwise() {
+        let mut f = facts(A, B);
+        f.stored_history = Some("{oops");
+        f.incoming_history = Some("{oops");
+        let pl = plan(&policy(""), &f, now());
+        assert_eq!(set(&pl).len(), 1);
+        assert_eq!(pl.warnings.len(), 1);
+        assert!(pl.warnings[0].contains("did not parse"));
+        let mut f = facts(A, A);
+        f.stored_history = Some("{oops");
+        f.incoming_history = Some("{oops");
+        assert!(plan(&policy(""), &f, now()).is_empty());
+    }
+
+    #[test]
+    fn resubmitted_create_reset_and_keep() {
+        let copied = history::render(&[Entry::new(None, A, "ci", now()), Entry::new(A, B, "ci", now())]);
+        let mut f = facts(None, B);
+        f.is_create = true;
+        f.resubmitted = true;
+        f.incoming_history = Some(&copied);
+        let reset = plan(&policy(""), &f, now());
+        assert!(reset.remove_stage_label);
+        assert_eq!(reset.history, HistoryEdit::Remove);
+        let keep = plan(&policy("resubmit: keep\n"), &f, now());
+        assert!(!keep.remove_stage_label);
+        let entries = set(&keep);
+        assert_eq!(entries.len(), 1);
+        assert!(entries[0].records(None, B, "bob"));
+    }
+
+    #[test]
+    fn history_limit_applies() {
+        let full: Vec<Entry> = (0..3).map(|i| Entry::new(None, A, &format!("u{i}"), now())).collect();
+        let stored = history::render(&full);
+        let mut f = facts(A, B);
+        f.stored_history = Some(&stored);
+        f.incoming_history = Some(&stored);
+        let entries = set(&plan(&policy("history:\n  limit: 3\n"), &f, now()));
+        assert_eq!(entries.iter().map(|e| e.by.as_str()).collect::<Vec<_>>(), ["u1", "u2", "bob"]);
+    }
+}

@@ -1,0 +1,193 @@
+//! The command line (SPEC 7). Every flag has an environment twin `STAGE_GUARD_<FLAG>`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stage-guard",
+    version,
+    about = "Admission webhook that keeps a Workflow's stage label on the configured stage graph",
+    long_about = "Admission webhook that keeps a Workflow's stage label on the configured stage graph.\n\n\
+        The validating webhook (/validate) rejects illegal jumps, regressions, unknown stages and label removal;\n\
+        the mutating webhook (/mutate) stamps each change into an append-only history annotation.\n\
+        Without a command, `serve` runs. Every flag has an environment twin STAGE_GUARD_<FLAG>\n\
+        (for example --tls-cert-file and STAGE_GUARD_TLS_CERT_FILE)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the webhook server (the default)
+    Serve(ServeArgs),
+    /// Print the verdict on one stage change, offline; exit 0 allowed, 1 denied, 2 usage or config error
+    Check(CheckArgs),
+    /// Answer an AdmissionReview from a file or stdin as the server would; exit 0 allowed, 1 denied, 2 bad input
+    Review(ReviewArgs),
+    /// Check a configuration file, or print the embedded default
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Make a CA and a serving certificate for the webhook's Service, and print the caBundle
+    Certs(CertsArgs),
+}
+
+/// `serve`'s flags on their own: what runs when no command is given (they then come from the environment).
+#[derive(Debug, Parser)]
+#[command(name = "stage-guard")]
+pub struct DefaultServe {
+    #[command(flatten)]
+    pub args: ServeArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Stage configuration (YAML); the embedded default when absent
+    #[arg(long, env = "STAGE_GUARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Webhook listener (TLS)
+    #[arg(long, env = "STAGE_GUARD_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Admin listener (plain HTTP): /livez, /readyz, /metrics
+    #[arg(long, env = "STAGE_GUARD_ADMIN_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_listen: SocketAddr,
+    /// Serving certificate (PEM, may hold the full chain); re-read when it changes
+    #[arg(long, env = "STAGE_GUARD_TLS_CERT_FILE", value_name = "FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key of the serving certificate (PEM)
+    #[arg(long, env = "STAGE_GUARD_TLS_KEY_FILE", value_name = "FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Require client certificates signed by this CA bundle (PEM) on the webhook listener
+    #[arg(long, env = "STAGE_GUARD_CLIENT_CA_FILE", value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Where development certificates go when no cert files are given (relative to the working directory)
+    #[arg(long, env = "STAGE_GUARD_DEV_CERT_DIR", value_name = "DIR", default_value = "certs/dev")]
+    pub dev_cert_dir: PathBuf,
+    /// Largest accepted request body; larger ones get 413
+    #[arg(long, env = "STAGE_GUARD_MAX_BODY_BYTES", value_name = "N", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// After SIGTERM, keep serving this long (readiness off) so endpoints drain
+    #[arg(long, env = "STAGE_GUARD_SHUTDOWN_DELAY", value_name = "SECS", default_value_t = 5.0)]
+    pub shutdown_delay: f64,
+    /// Then give in-flight requests at most this long
+    #[arg(long, env = "STAGE_GUARD_SHUTDOWN_GRACE", value_name = "SECS", default_value_t = 20.0)]
+    pub shutdown_grace: f64,
+    /// Most concurrent webhook connections; further clients wait in the listen backlog
+    #[arg(long, env = "STAGE_GUARD_MAX_CONNECTIONS", value_name = "N", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Log line format
+    #[arg(long, env = "STAGE_GUARD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log level or filter (for example info, debug, stage_guard=debug); overrides RUST_LOG
+    #[arg(long, env = "STAGE_GUARD_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Stage on the stored object; omitted means no label
+    #[arg(long, env = "STAGE_GUARD_FROM", value_name = "STAGE")]
+    pub from: Option<String>,
+    /// Stage on the incoming object; omitted means no label
+    #[arg(long, env = "STAGE_GUARD_TO", value_name = "STAGE")]
+    pub to: Option<String>,
+    /// Judge a CREATE (there is no stored object, so --from must be omitted)
+    #[arg(long, env = "STAGE_GUARD_CREATE")]
+    pub create: bool,
+    /// Requesting username (request.userInfo.username)
+    #[arg(long, env = "STAGE_GUARD_USER", value_name = "USER", default_value = "")]
+    pub user: String,
+    /// Requesting group; repeat for several
+    #[arg(long = "group", env = "STAGE_GUARD_GROUP", value_name = "GROUP", value_delimiter = ',')]
+    pub groups: Vec<String>,
+    /// Request a forced change with this reason (the override annotation)
+    #[arg(long, env = "STAGE_GUARD_OVERRIDE_REASON", value_name = "REASON")]
+    pub override_reason: Option<String>,
+    /// Stage configuration (YAML); the embedded default when absent
+    #[arg(long, env = "STAGE_GUARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    /// Answer as the mutating webhook (default: the validating one)
+    #[arg(long, env = "STAGE_GUARD_MUTATE")]
+    pub mutate: bool,
+    /// Stage configuration (YAML); the embedded default when absent
+    #[arg(long, env = "STAGE_GUARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// AdmissionReview JSON file, or - for stdin
+    #[arg(value_name = "FILE|-")]
+    pub input: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file; exit 0 when valid, 2 with the key and the problem otherwise
+    Check {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print the embedded default configuration
+    Default,
+}
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Name of the webhook's Service
+    #[arg(long, env = "STAGE_GUARD_SERVICE", value_name = "NAME")]
+    pub service: String,
+    /// Namespace of the Service
+    #[arg(long, env = "STAGE_GUARD_NAMESPACE", value_name = "NS")]
+    pub namespace: String,
+    /// Directory for ca.crt, ca.key, tls.crt, tls.key (created if missing)
+    #[arg(long, env = "STAGE_GUARD_OUT", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Extra subject alternative name, a DNS name or an IP address; repeat for several
+    #[arg(long = "san", env = "STAGE_GUARD_SAN", value_name = "NAME", value_delimiter = ',')]
+    pub sans: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_flag_has_its_env_twin() {
+        fn walk(cmd: &clap::Command) {
+            for arg in cmd.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if matches!(long, "help" | "version") {
+                    continue;
+                }
+                let want = format!("STAGE_GUARD_{}", long.to_uppercase().replace('-', "_"));
+                assert_eq!(
+                    arg.get_env().and_then(|e| e.to_str()),
+                    Some(want.as_str()),
+                    "--{long} of `{}`",
+                    cmd.get_name()
+                );
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub);
+            }
+        }
+        walk(&Cli::command());
+    }
+}

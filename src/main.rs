@@ -1,0 +1,237 @@
+//! `stage-guard`: parses the command line, dispatches, and maps results to exit codes
+//! (0 allowed / success, 1 denied / runtime failure, 2 usage, configuration or input error).
+
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::Parser;
+use stage_guard::admission::{self, Webhook};
+use stage_guard::certs;
+use stage_guard::cli::{CertsArgs, CheckArgs, Cli, Command, ConfigCommand, DefaultServe, LogFormat, ReviewArgs, ServeArgs};
+use stage_guard::config::{DEFAULT_CONFIG_YAML, Policy};
+use stage_guard::history::{Entry, HistoryWrite};
+use stage_guard::server::{self, ServeOptions, Server};
+use stage_guard::verdict::{self, Outcome, Write};
+
+const EXIT_DENIED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Serve(args)) => serve(args),
+        None => match DefaultServe::try_parse_from(["stage-guard"]) {
+            // Reads the STAGE_GUARD_* environment like `serve` would.
+            Ok(DefaultServe { args }) => serve(args),
+            Err(e) => e.exit(),
+        },
+        Some(Command::Check(args)) => check(args),
+        Some(Command::Review(args)) => review(args),
+        Some(Command::Config(ConfigCommand::Check { file })) => config_check(&file),
+        Some(Command::Config(ConfigCommand::Default)) => {
+            print!("{DEFAULT_CONFIG_YAML}");
+            ExitCode::SUCCESS
+        }
+        Some(Command::Certs(args)) => make_certs(args),
+    }
+}
+
+/// Prints a usage or configuration error and returns exit code 2.
+fn usage_error(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("stage-guard: {message}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn load_policy(path: Option<&Path>) -> Result<Policy, ExitCode> {
+    Policy::load(path).map_err(|e| match path {
+        Some(p) => usage_error(format!("configuration {}: {e}", p.display())),
+        None => usage_error(format!("configuration: {e}")),
+    })
+}
+
+fn init_logging(format: LogFormat, level: Option<&str>) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l).map_err(|e| format!("--log-level {l:?}: {e}"))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+        LogFormat::Text => builder.with_ansi(false).init(),
+    }
+    Ok(())
+}
+
+fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value).map_err(|_| format!("{flag} must be a non-negative number of seconds, got {value}"))
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    if let Err(e) = init_logging(args.log_format, args.log_level.as_deref()) {
+        return usage_error(e);
+    }
+    let policy = match load_policy(args.config.as_deref()) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let (shutdown_delay, shutdown_grace) = match (
+        seconds("--shutdown-delay", args.shutdown_delay),
+        seconds("--shutdown-grace", args.shutdown_grace),
+    ) {
+        (Ok(d), Ok(g)) => (d, g),
+        (Err(e), _) | (_, Err(e)) => return usage_error(e),
+    };
+    if args.max_body_bytes == 0 {
+        return usage_error("--max-body-bytes must be at least 1");
+    }
+    let opts = ServeOptions {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        tls_cert_file: args.tls_cert_file,
+        tls_key_file: args.tls_key_file,
+        client_ca_file: args.client_ca_file,
+        dev_cert_dir: args.dev_cert_dir,
+        max_body_bytes: args.max_body_bytes,
+        shutdown_delay,
+        shutdown_grace,
+        max_connections: args.max_connections,
+    };
+    tracing::info!(
+        config = %args.config.as_ref().map_or("(embedded default)".into(), |p| p.display().to_string()),
+        label = %policy.label,
+        stages = policy.graph.stages().len(),
+        mode = ?policy.mode,
+        "configuration loaded"
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stage-guard: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let server = match Server::bind(opts, policy).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return usage_error(e);
+            }
+        };
+        match server.run(server::shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "server failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn check(args: CheckArgs) -> ExitCode {
+    let policy = match load_policy(args.config.as_deref()) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if args.create && args.from.is_some() {
+        return usage_error("--create judges a new object: it has no stored stage, so --from must be omitted");
+    }
+    let (from, to) = (args.from.as_deref(), args.to.as_deref());
+    // The history as the mutating webhook would leave it: one entry for a change, none otherwise.
+    let history = if from == to {
+        HistoryWrite::Unchanged
+    } else {
+        HistoryWrite::Appended(Entry::new(from, to, &args.user, SystemTime::now()))
+    };
+    let v = verdict::decide(
+        &policy,
+        &Write {
+            workflow: "(offline check)",
+            is_create: args.create,
+            from,
+            to,
+            resubmitted: false,
+            username: &args.user,
+            groups: &args.groups,
+            override_annotation_requested: args.override_reason.as_deref().is_some_and(|r| !r.is_empty()),
+            history: &history,
+        },
+    );
+    println!("{}", v.message);
+    for w in &v.warnings {
+        eprintln!("warning: {w}");
+    }
+    match v.outcome {
+        Outcome::Allowed | Outcome::Warned => ExitCode::SUCCESS,
+        Outcome::Denied => ExitCode::from(EXIT_DENIED),
+    }
+}
+
+fn review(args: ReviewArgs) -> ExitCode {
+    let policy = match load_policy(args.config.as_deref()) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let mut body = Vec::new();
+    let read = if args.input.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut body).map(|_| ())
+    } else {
+        std::fs::read(&args.input).map(|b| body = b)
+    };
+    if let Err(e) = read {
+        return usage_error(format!("cannot read {}: {e}", args.input.display()));
+    }
+    let webhook = if args.mutate { Webhook::Mutate } else { Webhook::Validate };
+    match admission::answer(&policy, webhook, &body, SystemTime::now()) {
+        Ok(answer) => {
+            println!("{}", String::from_utf8_lossy(&answer.body));
+            if answer.allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_DENIED)
+            }
+        }
+        Err(e) => usage_error(format!("{}: {e}", args.input.display())),
+    }
+}
+
+fn config_check(file: &Path) -> ExitCode {
+    match Policy::from_file(file) {
+        Ok(p) => {
+            let edges: usize = p.graph.stages().iter().map(|s| p.graph.next_stages(Some(s)).len()).sum();
+            println!(
+                "{}: ok ({} stages, {} edges, entry: {}, mode: {:?})",
+                file.display(),
+                p.graph.stages().len(),
+                edges,
+                p.graph.entry_stages().join(", "),
+                p.mode
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => usage_error(format!("{}: {e}", file.display())),
+    }
+}
+
+fn make_certs(args: CertsArgs) -> ExitCode {
+    let mut sans = certs::service_dns_names(&args.service, &args.namespace);
+    sans.extend(args.sans.iter().cloned());
+    let bundle = match certs::generate_bundle(&sans) {
+        Ok(b) => b,
+        Err(e) => return usage_error(e),
+    };
+    if let Err(e) = certs::write_bundle(&args.out, &bundle, true) {
+        eprintln!("stage-guard: {e}");
+        return ExitCode::FAILURE;
+    }
+    eprintln!(
+        "wrote ca.crt, ca.key, tls.crt, tls.key to {} (SANs: {}); the caBundle follows on stdout",
+        args.out.display(),
+        sans.join(", ")
+    );
+    println!("{}", certs::ca_bundle_base64(&bundle.ca_cert_pem));
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,265 @@
+//! Prometheus metrics (SPEC 8). Label values come only from configured stages, reason codes and fixed
+//! words, never from request data, so the number of series stays bounded whatever clients send.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::admission::{Record, Webhook};
+use crate::config::Policy;
+use crate::stages::Reason;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    webhook: &'static str,
+    operation: &'static str,
+    decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    webhook: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabels {
+    from: String,
+    to: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// Every metric stage-guard exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<WebhookLabels, Histogram>,
+    transitions: Family<TransitionLabels, Counter>,
+    denials: Family<ReasonLabels, Counter>,
+    tls_reloads: Family<ResultLabels, Counter>,
+    cert_not_after: Gauge,
+}
+
+/// The operation label of a body that is not an AdmissionReview (its operation is not known).
+const INVALID_OPERATION: &str = "unknown";
+
+fn duration_histogram() -> Histogram {
+    // 100 µs .. ~3 s: a review costs well under a millisecond; the API server gives up at `timeoutSeconds`.
+    Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5])
+}
+
+impl Metrics {
+    pub fn new(policy: &Policy) -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration = Family::<WebhookLabels, Histogram>::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let transitions = Family::<TransitionLabels, Counter>::default();
+        let denials = Family::<ReasonLabels, Counter>::default();
+        let tls_reloads = Family::<ResultLabels, Counter>::default();
+        let cert_not_after = Gauge::default();
+
+        registry.register(
+            "stage_guard_admission_requests",
+            "Admission reviews answered, by webhook, operation and decision",
+            requests.clone(),
+        );
+        registry.register(
+            "stage_guard_admission_duration_seconds",
+            "Time to answer one admission review, body read included",
+            duration.clone(),
+        );
+        registry.register(
+            "stage_guard_transitions",
+            "Admitted stage changes (warned ones included), by from, to and reason",
+            transitions.clone(),
+        );
+        registry.register("stage_guard_denials", "Denied admission reviews, by reason", denials.clone());
+        registry.register(
+            "stage_guard_tls_reloads",
+            "Attempts to load a changed serving certificate, by result",
+            tls_reloads.clone(),
+        );
+        registry.register(
+            "stage_guard_tls_cert_not_after_timestamp_seconds",
+            "Expiry (notAfter, unix seconds) of the serving certificate in use",
+            cert_not_after.clone(),
+        );
+
+        // Every family exports series from start-up, so dashboards and alerts see zeros, not gaps.
+        for webhook in [Webhook::Mutate, Webhook::Validate] {
+            drop(duration.get_or_create(&WebhookLabels { webhook: webhook.as_str() }));
+            let decisions: &[&'static str] = match webhook {
+                Webhook::Mutate => &["allowed", "patched"],
+                Webhook::Validate => &["allowed", "denied", "warned"],
+            };
+            for operation in ["CREATE", "UPDATE"] {
+                for &decision in decisions {
+                    drop(requests.get_or_create(&RequestLabels {
+                        webhook: webhook.as_str(),
+                        operation,
+                        decision,
+                    }));
+                }
+            }
+            drop(requests.get_or_create(&RequestLabels {
+                webhook: webhook.as_str(),
+                operation: INVALID_OPERATION,
+                decision: "invalid",
+            }));
+        }
+        for reason in Reason::ALL.into_iter().filter(|r| !r.admits()) {
+            drop(denials.get_or_create(&ReasonLabels { reason: reason.code() }));
+        }
+        let graph = &policy.graph;
+        for from in std::iter::once(None).chain(graph.stages().iter().map(|s| Some(s.as_str()))) {
+            for to in graph.next_stages(from) {
+                let reason = if from.is_none() { Reason::Entry } else { Reason::Advance };
+                drop(transitions.get_or_create(&TransitionLabels {
+                    from: from.unwrap_or("none").to_owned(),
+                    to: to.to_owned(),
+                    reason: reason.code(),
+                }));
+            }
+        }
+        for result in ["success", "failure"] {
+            drop(tls_reloads.get_or_create(&ResultLabels { result }));
+        }
+
+        Metrics {
+            registry,
+            requests,
+            duration,
+            transitions,
+            denials,
+            tls_reloads,
+            cert_not_after,
+        }
+    }
+
+    /// Counts one answered review.
+    pub fn observe(&self, webhook: Webhook, record: &Record, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                webhook: webhook.as_str(),
+                operation: record.operation,
+                decision: record.decision,
+            })
+            .inc();
+        self.duration
+            .get_or_create(&WebhookLabels { webhook: webhook.as_str() })
+            .observe(elapsed.as_secs_f64());
+        if webhook != Webhook::Validate {
+            return;
+        }
+        match (record.decision, record.reason) {
+            ("denied", Some(reason)) => {
+                self.denials.get_or_create(&ReasonLabels { reason: reason.code() }).inc();
+            }
+            ("allowed" | "warned", Some(reason)) if record.stage_changed => {
+                self.transitions
+                    .get_or_create(&TransitionLabels {
+                        from: record.from_label.clone(),
+                        to: record.to_label.clone(),
+                        reason: reason.code(),
+                    })
+                    .inc();
+            }
+            _ => {}
+        }
+    }
+
+    /// Counts a body that was not an AdmissionReview (answered 400 or 413).
+    pub fn invalid(&self, webhook: Webhook, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                webhook: webhook.as_str(),
+                operation: INVALID_OPERATION,
+                decision: "invalid",
+            })
+            .inc();
+        self.duration
+            .get_or_create(&WebhookLabels { webhook: webhook.as_str() })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records a certificate (re)load.
+    pub fn tls_reload(&self, ok: bool, not_after_unix: Option<i64>) {
+        let result = if ok { "success" } else { "failure" };
+        self.tls_reloads.get_or_create(&ResultLabels { result }).inc();
+        if let Some(t) = not_after_unix {
+            self.cert_not_after.set(t);
+        }
+    }
+
+    /// Sets the expiry of the certificate loaded at start-up (not a reload).
+    pub fn set_cert_not_after(&self, not_after_unix: i64) {
+        self.cert_not_after.set(not_after_unix);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_exported_from_start_up() {
+        let text = Metrics::new(&Policy::default_policy()).encode();
+        for family in [
+            "stage_guard_admission_requests_total{",
+            "stage_guard_admission_duration_seconds_bucket{",
+            "stage_guard_transitions_total{",
+            "stage_guard_denials_total{reason=\"skip\"} 0",
+            "stage_guard_tls_reloads_total{result=\"failure\"} 0",
+            "stage_guard_tls_cert_not_after_timestamp_seconds 0",
+        ] {
+            assert!(text.contains(family), "missing {family} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn request_data_never_becomes_a_label_value() {
+        let m = Metrics::new(&Policy::default_policy());
+        let record = Record {
+            uid: "u".into(),
+            workflow: "argo/evil-name".into(),
+            user: "evil-user".into(),
+            operation: "UPDATE",
+            transition: "waiting-pr-created->evil-stage".into(),
+            stage_changed: true,
+            decision: "warned",
+            reason: Some(Reason::UnknownStage),
+            from_label: "waiting-pr-created".into(),
+            to_label: "unknown".into(),
+            message: "evil".into(),
+            warnings: 1,
+        };
+        m.observe(Webhook::Validate, &record, Duration::from_micros(300));
+        let text = m.encode();
+        assert!(!text.contains("evil"), "{text}");
+        assert!(text.contains(
+            "stage_guard_transitions_total{from=\"waiting-pr-created\",to=\"unknown\",reason=\"unknown-stage\"} 1"
+        ));
+    }
+}

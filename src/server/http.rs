@@ -1,0 +1,186 @@
+//! The HTTP routes: `/validate` and `/mutate` on the webhook listener, `/livez`, `/readyz` and `/metrics`
+//! on the admin listener. Handlers only read the body, call `admission::answer`, log and count.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use crate::admission::{self, Answer, Webhook};
+use crate::config::Policy;
+use crate::metrics::Metrics;
+use crate::verdict::show;
+
+/// Bodies above this size are answered on the blocking pool: parsing a 1 MiB Workflow takes long
+/// enough to stall other connections on the same runtime thread.
+const INLINE_BODY_BYTES: usize = 128 * 1024;
+
+/// What the handlers share.
+pub struct AppState {
+    pub policy: Policy,
+    pub metrics: Metrics,
+    pub max_body_bytes: usize,
+    /// True once both listeners are bound, false again from the moment shutdown begins.
+    pub ready: AtomicBool,
+}
+
+/// The webhook routes (served over TLS).
+pub fn webhook_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/validate",
+            post(|s: State<Arc<AppState>>, r: Request| review(s, Webhook::Validate, r)).fallback(method_not_allowed),
+        )
+        .route(
+            "/mutate",
+            post(|s: State<Arc<AppState>>, r: Request| review(s, Webhook::Mutate, r)).fallback(method_not_allowed),
+        )
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// The admin routes (plain HTTP, for probes and Prometheus).
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok\n" }).fallback(method_not_allowed))
+        .route("/readyz", get(readyz).fallback(method_not_allowed))
+        .route("/metrics", get(metrics).fallback(method_not_allowed))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "error": message }).to_string();
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+async fn not_found(uri: Uri) -> Response {
+    json_error(StatusCode::NOT_FOUND, &format!("no such path: {}", show(uri.path())))
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("method {} is not allowed on {}", request.method(), show(request.uri().path())),
+    )
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn review(State(state): State<Arc<AppState>>, webhook: Webhook, request: Request) -> Response {
+    let started = Instant::now();
+    let limit = state.max_body_bytes;
+    let bad = |status: StatusCode, message: String| {
+        state.metrics.invalid(webhook, started.elapsed());
+        tracing::warn!(webhook = webhook.as_str(), status = status.as_u16(), error = %message, "bad admission request");
+        json_error(status, &message)
+    };
+
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return bad(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body is larger than the limit of {limit} bytes"),
+        );
+    }
+    let body: Body = request.into_body();
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => {
+            return bad(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body is larger than the limit of {limit} bytes"),
+            );
+        }
+        Err(e) => return bad(StatusCode::BAD_REQUEST, format!("could not read the body: {e}")),
+    };
+
+    let answered = if bytes.len() <= INLINE_BODY_BYTES {
+        admission::answer(&state.policy, webhook, &bytes, SystemTime::now())
+    } else {
+        let state = state.clone();
+        match tokio::task::spawn_blocking(move || {
+            admission::answer(&state.policy, webhook, &bytes, SystemTime::now())
+        })
+        .await
+        {
+            Ok(answered) => answered,
+            Err(e) => {
+                tracing::error!(error = %e, "review task failed");
+                return json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+            }
+        }
+    };
+    match answered {
+        Ok(answer) => {
+            let elapsed = started.elapsed();
+            state.metrics.observe(webhook, &answer.record, elapsed);
+            log_answer(webhook, &answer, elapsed);
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                answer.body,
+            )
+                .into_response()
+        }
+        Err(e) => bad(StatusCode::BAD_REQUEST, e.0),
+    }
+}
+
+/// One line per stage change, denial or warning at info; everything else (mostly the Argo controller's
+/// status writes) at debug.
+fn log_answer(webhook: Webhook, answer: &Answer, elapsed: std::time::Duration) {
+    let r = &answer.record;
+    let notable = r.stage_changed || r.decision == "denied" || r.decision == "warned" || r.warnings > 0;
+    macro_rules! emit {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                webhook = webhook.as_str(),
+                uid = %show(&r.uid),
+                workflow = %show(&r.workflow),
+                user = %show(&r.user),
+                operation = r.operation,
+                transition = %r.transition,
+                decision = r.decision,
+                reason = r.reason.map(|x| x.code()).unwrap_or("-"),
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                "{}",
+                if r.message.is_empty() { "admission" } else { r.message.as_str() }
+            )
+        };
+    }
+    if notable {
+        emit!(tracing::Level::INFO);
+    } else {
+        emit!(tracing::Level::DEBUG);
+    }
+}

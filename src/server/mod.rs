@@ -1,0 +1,319 @@
+//! The `serve` command: a TLS webhook listener and a plain admin listener, certificate reload, and the
+//! drain-then-stop shutdown of SPEC 9.
+
+pub mod http;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::certs;
+use crate::config::Policy;
+use crate::metrics::Metrics;
+use http::AppState;
+use tls::{ReloadEvent, ReloadingCertResolver};
+
+/// The API server keeps idle connections for up to 90 s; closing ours earlier would make it redial.
+/// hyper's header-read timer also runs while a keep-alive connection waits for its next request, so it
+/// doubles as the idle timeout and must be longer than that.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A client that has not finished the TLS handshake by then is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the certificate files are re-read (SPEC 6 asks for new certificates within 10 s).
+pub const CERT_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Everything `serve` needs, already parsed.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub client_ca_file: Option<PathBuf>,
+    pub dev_cert_dir: PathBuf,
+    pub max_body_bytes: usize,
+    pub shutdown_delay: Duration,
+    pub shutdown_grace: Duration,
+    /// Bound on concurrent webhook connections; past it, new connections wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+/// A start-up problem: bad certificates or an address that cannot be bound. The process exits 2.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Certificates(String),
+    #[error("cannot listen on {addr} ({listener}): {source}")]
+    Bind {
+        listener: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The certificate files to serve and watch.
+struct CertSource {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn cert_source(opts: &ServeOptions) -> Result<CertSource, StartError> {
+    match (&opts.tls_cert_file, &opts.tls_key_file) {
+        (Some(cert), Some(key)) => Ok(CertSource {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (None, None) => {
+            let dev = certs::ensure_dev_certs(&opts.dev_cert_dir)
+                .map_err(|e| StartError::Certificates(format!("development certificates: {e}")))?;
+            tracing::warn!(
+                ca = %dev.ca_path.display(),
+                generated = dev.generated,
+                "serving development certificates from {}: for development only; trust {} to call the webhook",
+                opts.dev_cert_dir.display(),
+                dev.ca_path.display()
+            );
+            Ok(CertSource {
+                cert: dev.cert_path,
+                key: dev.key_path,
+            })
+        }
+        _ => Err(StartError::Certificates(
+            "--tls-cert-file and --tls-key-file go together: give both or neither".into(),
+        )),
+    }
+}
+
+/// A bound server, ready to run. Binding is separate from running so start-up errors surface before
+/// the process reports ready.
+pub struct Server {
+    opts: ServeOptions,
+    state: Arc<AppState>,
+    resolver: Arc<ReloadingCertResolver>,
+    certs: CertSource,
+    tls: Arc<rustls::ServerConfig>,
+    webhook: TcpListener,
+    admin: TcpListener,
+}
+
+impl Server {
+    /// Checks the certificates and binds both listeners.
+    pub async fn bind(opts: ServeOptions, policy: Policy) -> Result<Server, StartError> {
+        let certs = cert_source(&opts)?;
+        let loaded =
+            tls::load_certified_key(&certs.cert, &certs.key).map_err(|e| StartError::Certificates(e.to_string()))?;
+        let metrics = Metrics::new(&policy);
+        metrics.set_cert_not_after(loaded.not_after_unix);
+        let resolver = Arc::new(ReloadingCertResolver::new(loaded));
+        let tls = tls::server_config(resolver.clone(), opts.client_ca_file.as_deref())
+            .map_err(|e| StartError::Certificates(e.to_string()))?;
+
+        let bind = |listener: &'static str, addr: SocketAddr| async move {
+            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { listener, addr, source })
+        };
+        let webhook = bind("webhook", opts.listen).await?;
+        let admin = bind("admin", opts.admin_listen).await?;
+        let state = Arc::new(AppState {
+            policy,
+            metrics,
+            max_body_bytes: opts.max_body_bytes,
+            ready: AtomicBool::new(false),
+        });
+        Ok(Server {
+            opts,
+            state,
+            resolver,
+            certs,
+            tls,
+            webhook,
+            admin,
+        })
+    }
+
+    pub fn webhook_addr(&self) -> std::io::Result<SocketAddr> {
+        self.webhook.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    /// Serves until `shutdown` fires, then drains: `/readyz` is 503 at once, requests are still served
+    /// for `shutdown_delay`, then the listener closes and in-flight requests get `shutdown_grace`.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let Server {
+            opts,
+            state,
+            resolver,
+            certs,
+            tls,
+            webhook,
+            admin,
+        } = self;
+        let webhook_addr = webhook.local_addr()?;
+        let admin_addr = admin.local_addr()?;
+
+        let watcher = {
+            let state = state.clone();
+            tokio::spawn(tls::watch_cert_files(
+                resolver,
+                certs.cert.clone(),
+                certs.key.clone(),
+                CERT_POLL_INTERVAL,
+                move |event| match event {
+                    ReloadEvent::Reloaded { not_after_unix } => state.metrics.tls_reload(true, Some(not_after_unix)),
+                    ReloadEvent::Failed { .. } => state.metrics.tls_reload(false, None),
+                },
+            ))
+        };
+
+        let (stop_admin_tx, mut stop_admin_rx) = watch::channel(false);
+        let admin_task = tokio::spawn(
+            axum::serve(admin, http::admin_router(state.clone()))
+                .with_graceful_shutdown(async move {
+                    let _ = stop_admin_rx.wait_for(|stop| *stop).await;
+                })
+                .into_future(),
+        );
+
+        tracing::info!(listener = "webhook", address = %webhook_addr, "listening");
+        tracing::info!(listener = "admin", address = %admin_addr, "listening");
+        state.ready.store(true, Ordering::SeqCst);
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let accept_task = tokio::spawn(accept_loop(webhook, tls, state.clone(), opts.max_connections, stop_rx));
+
+        shutdown.await;
+        state.ready.store(false, Ordering::SeqCst);
+        tracing::info!(
+            delay_s = opts.shutdown_delay.as_secs_f64(),
+            "shutdown requested: readiness is off; still serving while endpoints drain"
+        );
+        tokio::time::sleep(opts.shutdown_delay).await;
+
+        let _ = stop_tx.send(true);
+        let graceful = match accept_task.await {
+            Ok(graceful) => graceful,
+            Err(e) => {
+                tracing::error!(error = %e, "accept loop failed");
+                GracefulShutdown::new()
+            }
+        };
+        tracing::info!(grace_s = opts.shutdown_grace.as_secs_f64(), "no longer accepting; finishing in-flight requests");
+        if tokio::time::timeout(opts.shutdown_grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!("shutdown grace period over; closing remaining connections");
+        }
+        watcher.abort();
+        let _ = stop_admin_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Accepts TLS connections until told to stop; returns the watcher that can drain them.
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: Arc<AppState>,
+    max_connections: usize,
+    mut stop: watch::Receiver<bool>,
+) -> GracefulShutdown {
+    let graceful = GracefulShutdown::new();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let router = http::webhook_router(state);
+    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    loop {
+        // Wait for a free slot before accepting: under overload, clients queue in the kernel backlog
+        // instead of the process running out of memory or file descriptors.
+        let permit = tokio::select! {
+            _ = stopped(&mut stop) => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = stopped(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(router.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let stream = match tls::accept_with_timeout(&acceptor, tcp, HANDSHAKE_TIMEOUT).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+            };
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .keep_alive(true)
+                .header_read_timeout(IDLE_TIMEOUT);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    graceful
+}
+
+/// Resolves once the flag turns true (or its sender is gone).
+async fn stopped(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|s| *s).await;
+}
+
+/// Resolves on the first SIGTERM or SIGINT; a second one exits the process at once.
+pub async fn shutdown_signal() {
+    first_signal().await;
+    tokio::spawn(async {
+        first_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(1);
+    });
+}
+
+async fn first_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
