@@ -143,7 +143,11 @@ fn generate_bundle_at(sans: &[String], now: SystemTime) -> Result<CertBundle, Ce
 
 /// Writes `ca.crt`, `tls.crt`, `tls.key` (and `ca.key` when `include_ca_key`) into `dir`, creating it if
 /// missing. Key files get mode 0600 on unix.
-pub fn write_bundle(dir: &Path, bundle: &CertBundle, include_ca_key: bool) -> Result<(), CertError> {
+pub fn write_bundle(
+    dir: &Path,
+    bundle: &CertBundle,
+    include_ca_key: bool,
+) -> Result<(), CertError> {
     fs::create_dir_all(dir).map_err(|source| CertError::CreateDir {
         path: dir.to_owned(),
         source,
@@ -197,19 +201,28 @@ pub fn ca_bundle_base64(ca_cert_pem: &str) -> String {
 }
 
 fn dev_sans() -> Vec<String> {
-    let mut sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut sans = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     sans.extend(service_dns_names(DEV_SERVICE, DEV_NAMESPACE));
     sans
 }
 
 /// Why the development files in place cannot serve, if they cannot.
 fn reusable(dev: &DevCerts) -> Result<(), String> {
-    let loaded = tls::load_certified_key(&dev.cert_path, &dev.key_path).map_err(|e| e.to_string())?;
+    let loaded =
+        tls::load_certified_key(&dev.cert_path, &dev.key_path).map_err(|e| e.to_string())?;
     let renew_at = unix_seconds(SystemTime::now() + DEV_RENEW_BEFORE);
     if loaded.not_after_unix <= renew_at {
-        return Err(format!("{} expires within 24 hours", dev.cert_path.display()));
+        return Err(format!(
+            "{} expires within 24 hours",
+            dev.cert_path.display()
+        ));
     }
-    let ca_pem = fs::read(&dev.ca_path).map_err(|e| format!("reading {}: {e}", dev.ca_path.display()))?;
+    let ca_pem =
+        fs::read(&dev.ca_path).map_err(|e| format!("reading {}: {e}", dev.ca_path.display()))?;
     let mut roots = RootCertStore::empty();
     for ca in CertificateDer::pem_slice_iter(&ca_pem) {
         let ca = ca.map_err(|e| format!("{}: {e}", dev.ca_path.display()))?;
@@ -220,9 +233,10 @@ fn reusable(dev: &DevCerts) -> Result<(), String> {
     if roots.is_empty() {
         return Err(format!("{}: no certificate", dev.ca_path.display()));
     }
-    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), tls::crypto_provider())
-        .build()
-        .map_err(|e| e.to_string())?;
+    let verifier =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), tls::crypto_provider())
+            .build()
+            .map_err(|e| e.to_string())?;
     let Some((leaf, intermediates)) = loaded.key.cert.split_first() else {
         return Err(format!("{}: no certificate", dev.cert_path.display()));
     };
@@ -248,7 +262,9 @@ fn parse_san(san: &str) -> Result<SanType, CertError> {
     if let Ok(ip) = san.parse::<IpAddr>() {
         return Ok(SanType::IpAddress(ip));
     }
-    let invalid = || CertError::InvalidSan { san: san.to_owned() };
+    let invalid = || CertError::InvalidSan {
+        san: san.to_owned(),
+    };
     // A wildcard is only meaningful as the whole leftmost label.
     let checked = san.strip_prefix("*.").unwrap_or(san);
     DnsName::try_from(checked).map_err(|_| invalid())?;
@@ -281,7 +297,10 @@ pub(crate) fn ca_params(now: SystemTime) -> Result<CertificateParams, CertError>
 }
 
 /// Parameters common to the certificates the CA signs; the caller adds SANs and extended key usage.
-pub(crate) fn leaf_params(now: SystemTime, common_name: &str) -> Result<CertificateParams, CertError> {
+pub(crate) fn leaf_params(
+    now: SystemTime,
+    common_name: &str,
+) -> Result<CertificateParams, CertError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
@@ -303,7 +322,11 @@ fn unix_seconds(t: SystemTime) -> i64 {
 
 /// Sets notBefore (backdated) and notAfter. rcgen takes `time` dates; x509-parser (which already depends on
 /// `time`) converts from unix seconds, so the crate needs no direct `time` dependency.
-fn set_validity(params: &mut CertificateParams, now: SystemTime, lifetime: Duration) -> Result<(), CertError> {
+fn set_validity(
+    params: &mut CertificateParams,
+    now: SystemTime,
+    lifetime: Duration,
+) -> Result<(), CertError> {
     let date = |t: Option<SystemTime>| {
         t.and_then(|t| x509_parser::time::ASN1Time::from_timestamp(unix_seconds(t)).ok())
             .map(|t| t.to_datetime())
@@ -320,7 +343,10 @@ fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), CertErro
         source,
     };
     // Write a sibling and rename it into place, so a reader never sees a half-written file.
-    let file_name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.tmp"));
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -334,8 +360,12 @@ fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), CertErro
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        file.set_permissions(fs::Permissions::from_mode(if private { 0o600 } else { 0o644 }))
-            .map_err(error)?;
+        file.set_permissions(fs::Permissions::from_mode(if private {
+            0o600
+        } else {
+            0o644
+        }))
+        .map_err(error)?;
     }
     #[cfg(not(unix))]
     let _ = private;
@@ -397,7 +427,12 @@ mod tests {
     fn service_dns_names_cover_every_in_cluster_form() {
         assert_eq!(
             service_dns_names("hook", "ops"),
-            ["hook", "hook.ops", "hook.ops.svc", "hook.ops.svc.cluster.local"]
+            [
+                "hook",
+                "hook.ops",
+                "hook.ops.svc",
+                "hook.ops.svc.cluster.local"
+            ]
         );
     }
 
@@ -420,16 +455,22 @@ mod tests {
             assert_eq!(leaf, leaf_der(&bundle.cert_pem), "{name}");
         }
         // ::1 is a SAN too; the server listens on 127.0.0.1 but the name checked is the one requested.
-        fetch_leaf(server.addr, trusting_ca.clone(), "::1").await.unwrap();
+        fetch_leaf(server.addr, trusting_ca.clone(), "::1")
+            .await
+            .unwrap();
 
         assert!(
-            fetch_leaf(server.addr, trusting_ca, "other.example").await.is_err(),
+            fetch_leaf(server.addr, trusting_ca, "other.example")
+                .await
+                .is_err(),
             "a name outside the SANs was accepted"
         );
         let other = generate_bundle(&all).unwrap();
         let trusting_other_ca = client_config(&[&other.ca_cert_pem], None, BOTH_VERSIONS);
         assert!(
-            fetch_leaf(server.addr, trusting_other_ca, "localhost").await.is_err(),
+            fetch_leaf(server.addr, trusting_other_ca, "localhost")
+                .await
+                .is_err(),
             "a client trusting another CA accepted the certificate"
         );
     }
@@ -452,12 +493,23 @@ mod tests {
         });
         with_parsed(&bundle.cert_pem, |leaf| {
             assert!(!leaf.is_ca());
-            assert!(leaf.extended_key_usage().unwrap().unwrap().value.server_auth);
+            assert!(
+                leaf.extended_key_usage()
+                    .unwrap()
+                    .unwrap()
+                    .value
+                    .server_auth
+            );
             let cn = leaf.subject().iter_common_name().next().unwrap();
             assert_eq!(cn.as_str().unwrap(), "hook.ops.svc");
             let remaining = leaf.validity().not_after.timestamp() - now;
             assert!((remaining - 365 * 86_400).abs() < 86_400, "{remaining}");
-            let names = &leaf.subject_alternative_name().unwrap().unwrap().value.general_names;
+            let names = &leaf
+                .subject_alternative_name()
+                .unwrap()
+                .unwrap()
+                .value
+                .general_names;
             assert_eq!(names.len(), 3);
             assert!(matches!(names[0], GeneralName::DNSName("hook.ops.svc")));
             assert!(matches!(names[1], GeneralName::IPAddress(&[10, 0, 0, 7])));
@@ -467,7 +519,15 @@ mod tests {
 
     #[test]
     fn invalid_dns_names_are_refused() {
-        for bad in ["", "bad name", "-lead.example", "trail-.example", "a..b", "ünï.example", "x/y"] {
+        for bad in [
+            "",
+            "bad name",
+            "-lead.example",
+            "trail-.example",
+            "a..b",
+            "ünï.example",
+            "x/y",
+        ] {
             let error = generate_bundle(&sans(&["localhost", bad])).unwrap_err();
             assert!(
                 matches!(&error, CertError::InvalidSan { san } if san == bad),
@@ -490,11 +550,23 @@ mod tests {
         write_bundle(&with, &bundle, true).unwrap();
 
         assert!(!without.join(CA_KEY_FILE).exists());
-        assert_eq!(fs::read_to_string(with.join(CA_KEY_FILE)).unwrap(), bundle.ca_key_pem);
+        assert_eq!(
+            fs::read_to_string(with.join(CA_KEY_FILE)).unwrap(),
+            bundle.ca_key_pem
+        );
         for dir in [&without, &with] {
-            assert_eq!(fs::read_to_string(dir.join(CA_CERT_FILE)).unwrap(), bundle.ca_cert_pem);
-            assert_eq!(fs::read_to_string(dir.join(CERT_FILE)).unwrap(), bundle.cert_pem);
-            assert_eq!(fs::read_to_string(dir.join(KEY_FILE)).unwrap(), bundle.key_pem);
+            assert_eq!(
+                fs::read_to_string(dir.join(CA_CERT_FILE)).unwrap(),
+                bundle.ca_cert_pem
+            );
+            assert_eq!(
+                fs::read_to_string(dir.join(CERT_FILE)).unwrap(),
+                bundle.cert_pem
+            );
+            assert_eq!(
+                fs::read_to_string(dir.join(KEY_FILE)).unwrap(),
+                bundle.key_pem
+            );
             let leftovers: Vec<_> = fs::read_dir(dir)
                 .unwrap()
                 .map(|e| e.unwrap().file_name())
@@ -521,7 +593,10 @@ mod tests {
         let bundle = generate_bundle(&sans(&["localhost"])).unwrap();
         let error = write_bundle(&blocker.join("certs"), &bundle, false).unwrap_err();
         assert!(matches!(error, CertError::CreateDir { .. }), "{error:?}");
-        assert!(error.to_string().contains(&*blocker.to_string_lossy()), "{error}");
+        assert!(
+            error.to_string().contains(&*blocker.to_string_lossy()),
+            "{error}"
+        );
     }
 
     fn read_all(dev: &DevCerts) -> [Vec<u8>; 3] {
@@ -538,7 +613,10 @@ mod tests {
         assert_eq!(first.ca_path, certs_dir.join("ca.crt"));
         assert_eq!(first.cert_path, certs_dir.join("tls.crt"));
         assert_eq!(first.key_path, certs_dir.join("tls.key"));
-        assert!(!certs_dir.join(CA_KEY_FILE).exists(), "the dev CA key must not be kept");
+        assert!(
+            !certs_dir.join(CA_KEY_FILE).exists(),
+            "the dev CA key must not be kept"
+        );
         let bytes = read_all(&first);
 
         let second = ensure_dev_certs(&certs_dir).unwrap();
@@ -547,7 +625,12 @@ mod tests {
 
         let cert_pem = String::from_utf8(bytes[1].clone()).unwrap();
         with_parsed(&cert_pem, |leaf| {
-            let names = &leaf.subject_alternative_name().unwrap().unwrap().value.general_names;
+            let names = &leaf
+                .subject_alternative_name()
+                .unwrap()
+                .unwrap()
+                .value
+                .general_names;
             let mut dns: Vec<String> = names
                 .iter()
                 .filter_map(|n| match n {
@@ -577,8 +660,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = ensure_dev_certs(dir.path()).unwrap();
         let before = read_all(&first);
-        fs::write(&first.key_path, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
-            .unwrap();
+        fs::write(
+            &first.key_path,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
 
         let again = ensure_dev_certs(dir.path()).unwrap();
 
@@ -600,7 +686,10 @@ mod tests {
         let again = ensure_dev_certs(dir.path()).unwrap();
 
         assert!(again.generated);
-        assert_ne!(fs::read_to_string(&again.cert_path).unwrap(), stranger.cert_pem);
+        assert_ne!(
+            fs::read_to_string(&again.cert_path).unwrap(),
+            stranger.cert_pem
+        );
     }
 
     #[test]

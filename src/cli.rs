@@ -56,37 +56,82 @@ pub struct ServeArgs {
     #[arg(long, env = "STAGE_GUARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Webhook listener (TLS)
-    #[arg(long, env = "STAGE_GUARD_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:8443")]
+    #[arg(
+        long,
+        env = "STAGE_GUARD_LISTEN",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8443"
+    )]
     pub listen: SocketAddr,
     /// Admin listener (plain HTTP): /livez, /readyz, /metrics
-    #[arg(long, env = "STAGE_GUARD_ADMIN_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "STAGE_GUARD_ADMIN_LISTEN",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     pub admin_listen: SocketAddr,
     /// Serving certificate (PEM, may hold the full chain); re-read when it changes
-    #[arg(long, env = "STAGE_GUARD_TLS_CERT_FILE", value_name = "FILE", requires = "tls_key_file")]
+    #[arg(
+        long,
+        env = "STAGE_GUARD_TLS_CERT_FILE",
+        value_name = "FILE",
+        requires = "tls_key_file"
+    )]
     pub tls_cert_file: Option<PathBuf>,
     /// Private key of the serving certificate (PEM)
-    #[arg(long, env = "STAGE_GUARD_TLS_KEY_FILE", value_name = "FILE", requires = "tls_cert_file")]
+    #[arg(
+        long,
+        env = "STAGE_GUARD_TLS_KEY_FILE",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
     pub tls_key_file: Option<PathBuf>,
     /// Require client certificates signed by this CA bundle (PEM) on the webhook listener
     #[arg(long, env = "STAGE_GUARD_CLIENT_CA_FILE", value_name = "FILE")]
     pub client_ca_file: Option<PathBuf>,
     /// Where development certificates go when no cert files are given (relative to the working directory)
-    #[arg(long, env = "STAGE_GUARD_DEV_CERT_DIR", value_name = "DIR", default_value = "certs/dev")]
+    #[arg(
+        long,
+        env = "STAGE_GUARD_DEV_CERT_DIR",
+        value_name = "DIR",
+        default_value = "certs/dev"
+    )]
     pub dev_cert_dir: PathBuf,
     /// Largest accepted request body; larger ones get 413
     #[arg(long, env = "STAGE_GUARD_MAX_BODY_BYTES", value_name = "N", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
     /// After SIGTERM, keep serving this long (readiness off) so endpoints drain
-    #[arg(long, env = "STAGE_GUARD_SHUTDOWN_DELAY", value_name = "SECS", default_value_t = 5.0)]
+    #[arg(
+        long,
+        env = "STAGE_GUARD_SHUTDOWN_DELAY",
+        value_name = "SECS",
+        default_value_t = 5.0
+    )]
     pub shutdown_delay: f64,
     /// Then give in-flight requests at most this long
-    #[arg(long, env = "STAGE_GUARD_SHUTDOWN_GRACE", value_name = "SECS", default_value_t = 20.0)]
+    #[arg(
+        long,
+        env = "STAGE_GUARD_SHUTDOWN_GRACE",
+        value_name = "SECS",
+        default_value_t = 20.0
+    )]
     pub shutdown_grace: f64,
     /// Most concurrent webhook connections; further clients wait in the listen backlog
-    #[arg(long, env = "STAGE_GUARD_MAX_CONNECTIONS", value_name = "N", default_value_t = 1024)]
+    #[arg(
+        long,
+        env = "STAGE_GUARD_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 1024
+    )]
     pub max_connections: usize,
     /// Log line format
-    #[arg(long, env = "STAGE_GUARD_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "STAGE_GUARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
     /// Log level or filter (for example info, debug, stage_guard=debug); overrides RUST_LOG
     #[arg(long, env = "STAGE_GUARD_LOG_LEVEL", value_name = "LEVEL")]
@@ -105,10 +150,20 @@ pub struct CheckArgs {
     #[arg(long, env = "STAGE_GUARD_CREATE")]
     pub create: bool,
     /// Requesting username (request.userInfo.username)
-    #[arg(long, env = "STAGE_GUARD_USER", value_name = "USER", default_value = "")]
+    #[arg(
+        long,
+        env = "STAGE_GUARD_USER",
+        value_name = "USER",
+        default_value = ""
+    )]
     pub user: String,
     /// Requesting group; repeat for several
-    #[arg(long = "group", env = "STAGE_GUARD_GROUP", value_name = "GROUP", value_delimiter = ',')]
+    #[arg(
+        long = "group",
+        env = "STAGE_GUARD_GROUP",
+        value_name = "GROUP",
+        value_delimiter = ','
+    )]
     pub groups: Vec<String>,
     /// Request a forced change with this reason (the override annotation)
     #[arg(long, env = "STAGE_GUARD_OVERRIDE_REASON", value_name = "REASON")]
@@ -154,7 +209,12 @@ pub struct CertsArgs {
     #[arg(long, env = "STAGE_GUARD_OUT", value_name = "DIR")]
     pub out: PathBuf,
     /// Extra subject alternative name, a DNS name or an IP address; repeat for several
-    #[arg(long = "san", env = "STAGE_GUARD_SAN", value_name = "NAME", value_delimiter = ',')]
+    #[arg(
+        long = "san",
+        env = "STAGE_GUARD_SAN",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
     pub sans: Vec<String>,
 }
 

@@ -118,7 +118,8 @@ impl Policy {
     /// The embedded default (SPEC 2).
     pub fn default_policy() -> Policy {
         // The embedded file is checked by a unit test; failing here would be a build defect.
-        Policy::from_yaml(DEFAULT_CONFIG_YAML).unwrap_or_else(|e| panic!("embedded default config: {e}"))
+        Policy::from_yaml(DEFAULT_CONFIG_YAML)
+            .unwrap_or_else(|e| panic!("embedded default config: {e}"))
     }
 
     /// Reads and validates a configuration file.
@@ -155,7 +156,11 @@ impl Policy {
 }
 
 fn single_line(s: &str) -> String {
-    s.split('\n').map(str::trim_end).filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" | ")
+    s.split('\n')
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// A Kubernetes label value: at most 63 characters, alphanumeric at both ends, `-_.` inside.
@@ -183,7 +188,8 @@ pub fn is_valid_qualified_key(k: &str) -> bool {
                     && b.len() <= 63
                     && b[0].is_ascii_lowercase() | b[0].is_ascii_digit()
                     && (b[b.len() - 1].is_ascii_lowercase() || b[b.len() - 1].is_ascii_digit())
-                    && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                    && b.iter()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
             })
     });
     prefix_ok && is_valid_label_value(name)
@@ -203,7 +209,10 @@ impl RawConfig {
 
         let stages = self.stages.unwrap_or(defaults.stages);
         if stages.is_empty() {
-            return Err(ConfigError::invalid("stages", "must list at least one stage"));
+            return Err(ConfigError::invalid(
+                "stages",
+                "must list at least one stage",
+            ));
         }
         let mut seen = HashSet::new();
         for (i, s) in stages.iter().enumerate() {
@@ -237,7 +246,10 @@ impl RawConfig {
         let entry = match self.entry {
             Some(entry) => {
                 if entry.is_empty() {
-                    return Err(ConfigError::invalid("entry", "must name at least one stage"));
+                    return Err(ConfigError::invalid(
+                        "entry",
+                        "must name at least one stage",
+                    ));
                 }
                 let mut dup = HashSet::new();
                 for (i, s) in entry.iter().enumerate() {
@@ -265,20 +277,31 @@ impl RawConfig {
                         if to == from {
                             return Err(ConfigError::invalid(
                                 key,
-                                format!("{from:?} -> {to:?} is not a change; a stage cannot lead to itself"),
+                                format!(
+                                    "{from:?} -> {to:?} is not a change; a stage cannot lead to itself"
+                                ),
                             ));
                         }
                         if !dup.insert(to.as_str()) {
-                            return Err(ConfigError::invalid(key, format!("duplicate edge {from:?} -> {to:?}")));
+                            return Err(ConfigError::invalid(
+                                key,
+                                format!("duplicate edge {from:?} -> {to:?}"),
+                            ));
                         }
                     }
                 }
                 map.into_iter().collect()
             }
-            None => stages.windows(2).map(|w| (w[0].clone(), vec![w[1].clone()])).collect(),
+            None => stages
+                .windows(2)
+                .map(|w| (w[0].clone(), vec![w[1].clone()]))
+                .collect(),
         };
 
-        let history_annotation = self.history.annotation.unwrap_or(defaults.history.annotation);
+        let history_annotation = self
+            .history
+            .annotation
+            .unwrap_or(defaults.history.annotation);
         if !is_valid_qualified_key(&history_annotation) {
             return Err(ConfigError::invalid(
                 "history.annotation",
@@ -289,7 +312,10 @@ impl RawConfig {
         if limit == 0 {
             return Err(ConfigError::invalid("history.limit", "must be at least 1"));
         }
-        let override_annotation = self.override_.annotation.unwrap_or(defaults.override_.annotation);
+        let override_annotation = self
+            .override_
+            .annotation
+            .unwrap_or(defaults.override_.annotation);
         if !is_valid_qualified_key(&override_annotation) {
             return Err(ConfigError::invalid(
                 "override.annotation",
@@ -363,7 +389,9 @@ mod tests {
     use super::*;
 
     fn err(yaml: &str) -> String {
-        Policy::from_yaml(yaml).expect_err("config should be refused").to_string()
+        Policy::from_yaml(yaml)
+            .expect_err("config should be refused")
+            .to_string()
     }
 
     #[test]
@@ -372,11 +400,21 @@ mod tests {
         assert_eq!(p.label, "current-stage");
         assert_eq!(
             p.graph.stages(),
-            ["waiting-pr-created", "waiting-ready-for-qa", "waiting-pr-approved"]
+            [
+                "waiting-pr-created",
+                "waiting-ready-for-qa",
+                "waiting-pr-approved"
+            ]
         );
         assert_eq!(p.graph.entry_stages(), ["waiting-pr-created"]);
-        assert_eq!(p.graph.next_stages(Some("waiting-pr-created")), ["waiting-ready-for-qa"]);
-        assert_eq!(p.graph.next_stages(Some("waiting-ready-for-qa")), ["waiting-pr-approved"]);
+        assert_eq!(
+            p.graph.next_stages(Some("waiting-pr-created")),
+            ["waiting-ready-for-qa"]
+        );
+        assert_eq!(
+            p.graph.next_stages(Some("waiting-ready-for-qa")),
+            ["waiting-pr-approved"]
+        );
         assert!(p.graph.next_stages(Some("waiting-pr-approved")).is_empty());
         assert_eq!(p.mode, Mode::Enforce);
         assert_eq!(p.history.annotation, "stage-guard.io/history");
@@ -414,23 +452,56 @@ mod tests {
             ("override:\n  user: [a]\n", "unknown field"),
             ("stages: [a, b, a]\n", "stages[2]: duplicate stage \"a\""),
             ("stages: [a, '']\n", "stages[1]: stage name is empty"),
-            ("stages: [a, -b]\n", "stages[1]: \"-b\" is not a valid label value"),
+            (
+                "stages: [a, -b]\n",
+                "stages[1]: \"-b\" is not a valid label value",
+            ),
             ("stages: []\n", "stages: must list at least one stage"),
-            ("stages: [a, b]\nentry: []\n", "entry: must name at least one stage"),
-            ("stages: [a, b]\nentry: [c]\n", "entry[0]: unknown stage \"c\""),
-            ("stages: [a, b]\ntransitions:\n  a: [x]\n", "transitions.a[0]: unknown stage \"x\""),
-            ("stages: [a, b]\ntransitions:\n  z: [a]\n", "transitions.z: unknown stage \"z\""),
-            ("stages: [a, b]\ntransitions:\n  a: [b, b]\n", "transitions.a[1]: duplicate edge"),
-            ("stages: [a, b]\ntransitions:\n  a: [b]\n  a: [a]\n", "duplicate"),
+            (
+                "stages: [a, b]\nentry: []\n",
+                "entry: must name at least one stage",
+            ),
+            (
+                "stages: [a, b]\nentry: [c]\n",
+                "entry[0]: unknown stage \"c\"",
+            ),
+            (
+                "stages: [a, b]\ntransitions:\n  a: [x]\n",
+                "transitions.a[0]: unknown stage \"x\"",
+            ),
+            (
+                "stages: [a, b]\ntransitions:\n  z: [a]\n",
+                "transitions.z: unknown stage \"z\"",
+            ),
+            (
+                "stages: [a, b]\ntransitions:\n  a: [b, b]\n",
+                "transitions.a[1]: duplicate edge",
+            ),
+            (
+                "stages: [a, b]\ntransitions:\n  a: [b]\n  a: [a]\n",
+                "duplicate",
+            ),
             ("mode: lenient\n", "lenient"),
             ("resubmit: maybe\n", "maybe"),
-            ("history:\n  limit: 0\n", "history.limit: must be at least 1"),
-            ("label: 'bad key!'\n", "label: \"bad key!\" is not a valid label key"),
-            ("stages: [a, b]\ntransitions:\n  a: [a]\n", "transitions.a[0]"),
+            (
+                "history:\n  limit: 0\n",
+                "history.limit: must be at least 1",
+            ),
+            (
+                "label: 'bad key!'\n",
+                "label: \"bad key!\" is not a valid label key",
+            ),
+            (
+                "stages: [a, b]\ntransitions:\n  a: [a]\n",
+                "transitions.a[0]",
+            ),
         ];
         for (yaml, want) in cases {
             let got = err(yaml);
-            assert!(got.contains(want), "config {yaml:?}: error {got:?} should contain {want:?}");
+            assert!(
+                got.contains(want),
+                "config {yaml:?}: error {got:?} should contain {want:?}"
+            );
         }
     }
 

@@ -57,8 +57,14 @@ pub struct HistoryError(String);
 /// Parses an annotation value. Anything but an array of well-formed entries is an error.
 pub fn parse(raw: &str) -> Result<Vec<Entry>, HistoryError> {
     let entries: Vec<Entry> = serde_json::from_str(raw).map_err(|e| HistoryError(e.to_string()))?;
-    if let Some(bad) = entries.iter().find(|e| humantime::parse_rfc3339(&e.at).is_err()) {
-        return Err(HistoryError(format!("`at` {:?} is not an RFC 3339 UTC time", bad.at)));
+    if let Some(bad) = entries
+        .iter()
+        .find(|e| humantime::parse_rfc3339(&e.at).is_err())
+    {
+        return Err(HistoryError(format!(
+            "`at` {:?} is not an RFC 3339 UTC time",
+            bad.at
+        )));
     }
     Ok(entries)
 }
@@ -163,7 +169,9 @@ mod tests {
         assert_eq!(entries[1].override_.as_deref(), Some("QA re-run"));
         assert_eq!(parse(&render(&entries)).unwrap(), entries);
         // sub-second precision is accepted too
-        assert!(parse(r#"[{"from":null,"to":"a","at":"2026-11-26T09:22:46.123Z","by":"x"}]"#).is_ok());
+        assert!(
+            parse(r#"[{"from":null,"to":"a","at":"2026-11-26T09:22:46.123Z","by":"x"}]"#).is_ok()
+        );
     }
 
     #[test]
@@ -184,48 +192,98 @@ mod tests {
 
     #[test]
     fn append_trims_the_oldest_entries() {
-        let base: Vec<Entry> = (0..5).map(|i| Entry::new(None, Some("a"), &format!("u{i}"), at(i))).collect();
+        let base: Vec<Entry> = (0..5)
+            .map(|i| Entry::new(None, Some("a"), &format!("u{i}"), at(i)))
+            .collect();
         let out = append(&base, Entry::new(Some("a"), Some("b"), "z", at(9)), 3);
-        assert_eq!(out.iter().map(|e| e.by.as_str()).collect::<Vec<_>>(), ["u3", "u4", "z"]);
+        assert_eq!(
+            out.iter().map(|e| e.by.as_str()).collect::<Vec<_>>(),
+            ["u3", "u4", "z"]
+        );
         let out = append(&base, Entry::new(Some("a"), Some("b"), "z", at(9)), 1);
         assert_eq!(out.len(), 1);
-        assert_eq!(append(&[], Entry::new(None, Some("a"), "z", at(0)), 50).len(), 1);
+        assert_eq!(
+            append(&[], Entry::new(None, Some("a"), "z", at(0)), 50).len(),
+            1
+        );
     }
 
     #[test]
     fn classify_recognises_only_the_own_append() {
         let stored = render(&[Entry::new(None, Some("a"), "ci", at(1))]);
-        let good = render(&append(&parse(&stored).unwrap(), Entry::new(Some("a"), Some("b"), "bob", at(2)), 50));
+        let good = render(&append(
+            &parse(&stored).unwrap(),
+            Entry::new(Some("a"), Some("b"), "bob", at(2)),
+            50,
+        ));
         let s = Some(stored.as_str());
-        assert_eq!(classify(s, s, Some("a"), Some("b"), "bob", 50), HistoryWrite::Unchanged);
+        assert_eq!(
+            classify(s, s, Some("a"), Some("b"), "bob", 50),
+            HistoryWrite::Unchanged
+        );
         assert!(matches!(
             classify(s, Some(&good), Some("a"), Some("b"), "bob", 50),
             HistoryWrite::Appended(e) if e.to.as_deref() == Some("b")
         ));
         // another requester, another change, no change at all, a dropped history, a rewritten past
-        assert_eq!(classify(s, Some(&good), Some("a"), Some("b"), "eve", 50), HistoryWrite::Tampered);
-        assert_eq!(classify(s, Some(&good), Some("a"), Some("c"), "bob", 50), HistoryWrite::Tampered);
-        assert_eq!(classify(s, Some(&good), Some("a"), Some("a"), "bob", 50), HistoryWrite::Tampered);
-        assert_eq!(classify(s, None, Some("a"), Some("b"), "bob", 50), HistoryWrite::Tampered);
+        assert_eq!(
+            classify(s, Some(&good), Some("a"), Some("b"), "eve", 50),
+            HistoryWrite::Tampered
+        );
+        assert_eq!(
+            classify(s, Some(&good), Some("a"), Some("c"), "bob", 50),
+            HistoryWrite::Tampered
+        );
+        assert_eq!(
+            classify(s, Some(&good), Some("a"), Some("a"), "bob", 50),
+            HistoryWrite::Tampered
+        );
+        assert_eq!(
+            classify(s, None, Some("a"), Some("b"), "bob", 50),
+            HistoryWrite::Tampered
+        );
         let rewritten = render(&[
             Entry::new(None, Some("a"), "mallory", at(1)),
             Entry::new(Some("a"), Some("b"), "bob", at(2)),
         ]);
-        assert_eq!(classify(s, Some(&rewritten), Some("a"), Some("b"), "bob", 50), HistoryWrite::Tampered);
+        assert_eq!(
+            classify(s, Some(&rewritten), Some("a"), Some("b"), "bob", 50),
+            HistoryWrite::Tampered
+        );
     }
 
     #[test]
     fn classify_accepts_a_fresh_start_over_a_corrupt_history_and_trimming() {
         let fresh = render(&[Entry::new(Some("a"), Some("b"), "bob", at(2))]);
         assert!(matches!(
-            classify(Some("garbage"), Some(&fresh), Some("a"), Some("b"), "bob", 50),
+            classify(
+                Some("garbage"),
+                Some(&fresh),
+                Some("a"),
+                Some("b"),
+                "bob",
+                50
+            ),
             HistoryWrite::Appended(_)
         ));
-        let full: Vec<Entry> = (0..3).map(|i| Entry::new(None, Some("a"), &format!("u{i}"), at(i))).collect();
+        let full: Vec<Entry> = (0..3)
+            .map(|i| Entry::new(None, Some("a"), &format!("u{i}"), at(i)))
+            .collect();
         let stored = render(&full);
-        let trimmed = render(&append(&full, Entry::new(Some("a"), Some("b"), "bob", at(5)), 3));
+        let trimmed = render(&append(
+            &full,
+            Entry::new(Some("a"), Some("b"), "bob", at(5)),
+            3,
+        ));
         assert!(matches!(
-            classify(Some(&stored), Some(&trimmed), Some("a"), Some("b"), "bob", 3),
+            classify(
+                Some(&stored),
+                Some(&trimmed),
+                Some("a"),
+                Some("b"),
+                "bob",
+                3
+            ),
             HistoryWrite::Appended(_)
         ));
     }

@@ -4,12 +4,12 @@
 //! The pure core (`config`, `stages`, `history`, `verdict`, `admission::mutate` planning) holds every rule;
 //! `admission` decodes and encodes AdmissionReviews around it; `server` and `main` are thin shells.
 
-pub mod config;
-pub mod history;
-pub mod stages;
-pub mod verdict;
 pub mod admission;
-pub mod metrics;
 pub mod certs;
 pub mod cli;
+pub mod config;
+pub mod history;
+pub mod metrics;
 pub mod server;
+pub mod stages;
+pub mod verdict;

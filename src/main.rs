@@ -9,7 +9,10 @@ use std::time::{Duration, SystemTime};
 use clap::Parser;
 use stage_guard::admission::{self, Webhook};
 use stage_guard::certs;
-use stage_guard::cli::{CertsArgs, CheckArgs, Cli, Command, ConfigCommand, DefaultServe, LogFormat, ReviewArgs, ServeArgs};
+use stage_guard::cli::{
+    CertsArgs, CheckArgs, Cli, Command, ConfigCommand, DefaultServe, LogFormat, ReviewArgs,
+    ServeArgs,
+};
 use stage_guard::config::{DEFAULT_CONFIG_YAML, Policy};
 use stage_guard::history::{Entry, HistoryWrite};
 use stage_guard::server::{self, ServeOptions, Server};
@@ -57,7 +60,9 @@ fn init_logging(format: LogFormat, level: Option<&str>) -> Result<(), String> {
         Some(l) => EnvFilter::try_new(l).map_err(|e| format!("--log-level {l:?}: {e}"))?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().with_current_span(false).init(),
         LogFormat::Text => builder.with_ansi(false).init(),
@@ -66,7 +71,8 @@ fn init_logging(format: LogFormat, level: Option<&str>) -> Result<(), String> {
 }
 
 fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(value).map_err(|_| format!("{flag} must be a non-negative number of seconds, got {value}"))
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("{flag} must be a non-negative number of seconds, got {value}"))
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
@@ -106,7 +112,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         mode = ?policy.mode,
         "configuration loaded"
     );
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("stage-guard: cannot start the runtime: {e}");
@@ -137,7 +146,9 @@ fn check(args: CheckArgs) -> ExitCode {
         Err(code) => return code,
     };
     if args.create && args.from.is_some() {
-        return usage_error("--create judges a new object: it has no stored stage, so --from must be omitted");
+        return usage_error(
+            "--create judges a new object: it has no stored stage, so --from must be omitted",
+        );
     }
     let (from, to) = (args.from.as_deref(), args.to.as_deref());
     // The history as the mutating webhook would leave it: one entry for a change, none otherwise.
@@ -156,7 +167,10 @@ fn check(args: CheckArgs) -> ExitCode {
             resubmitted: false,
             username: &args.user,
             groups: &args.groups,
-            override_annotation_requested: args.override_reason.as_deref().is_some_and(|r| !r.is_empty()),
+            override_annotation_requested: args
+                .override_reason
+                .as_deref()
+                .is_some_and(|r| !r.is_empty()),
             history: &history,
         },
     );
@@ -184,7 +198,11 @@ fn review(args: ReviewArgs) -> ExitCode {
     if let Err(e) = read {
         return usage_error(format!("cannot read {}: {e}", args.input.display()));
     }
-    let webhook = if args.mutate { Webhook::Mutate } else { Webhook::Validate };
+    let webhook = if args.mutate {
+        Webhook::Mutate
+    } else {
+        Webhook::Validate
+    };
     match admission::answer(&policy, webhook, &body, SystemTime::now()) {
         Ok(answer) => {
             println!("{}", String::from_utf8_lossy(&answer.body));
@@ -201,7 +219,12 @@ fn review(args: ReviewArgs) -> ExitCode {
 fn config_check(file: &Path) -> ExitCode {
     match Policy::from_file(file) {
         Ok(p) => {
-            let edges: usize = p.graph.stages().iter().map(|s| p.graph.next_stages(Some(s)).len()).sum();
+            let edges: usize = p
+                .graph
+                .stages()
+                .iter()
+                .map(|s| p.graph.next_stages(Some(s)).len())
+                .sum();
             println!(
                 "{}: ok ({} stages, {} edges, entry: {}, mode: {:?})",
                 file.display(),

@@ -59,14 +59,18 @@ const INVALID_OPERATION: &str = "unknown";
 
 fn duration_histogram() -> Histogram {
     // 100 µs .. ~3 s: a review costs well under a millisecond; the API server gives up at `timeoutSeconds`.
-    Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5])
+    Histogram::new([
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5,
+    ])
 }
 
 impl Metrics {
     pub fn new(policy: &Policy) -> Metrics {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
-        let duration = Family::<WebhookLabels, Histogram>::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let duration = Family::<WebhookLabels, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
         let transitions = Family::<TransitionLabels, Counter>::default();
         let denials = Family::<ReasonLabels, Counter>::default();
         let tls_reloads = Family::<ResultLabels, Counter>::default();
@@ -87,7 +91,11 @@ impl Metrics {
             "Admitted stage changes (warned ones included), by from, to and reason",
             transitions.clone(),
         );
-        registry.register("stage_guard_denials", "Denied admission reviews, by reason", denials.clone());
+        registry.register(
+            "stage_guard_denials",
+            "Denied admission reviews, by reason",
+            denials.clone(),
+        );
         registry.register(
             "stage_guard_tls_reloads",
             "Attempts to load a changed serving certificate, by result",
@@ -101,7 +109,9 @@ impl Metrics {
 
         // Every family exports series from start-up, so dashboards and alerts see zeros, not gaps.
         for webhook in [Webhook::Mutate, Webhook::Validate] {
-            drop(duration.get_or_create(&WebhookLabels { webhook: webhook.as_str() }));
+            drop(duration.get_or_create(&WebhookLabels {
+                webhook: webhook.as_str(),
+            }));
             let decisions: &[&'static str] = match webhook {
                 Webhook::Mutate => &["allowed", "patched"],
                 Webhook::Validate => &["allowed", "denied", "warned"],
@@ -122,12 +132,18 @@ impl Metrics {
             }));
         }
         for reason in Reason::ALL.into_iter().filter(|r| !r.admits()) {
-            drop(denials.get_or_create(&ReasonLabels { reason: reason.code() }));
+            drop(denials.get_or_create(&ReasonLabels {
+                reason: reason.code(),
+            }));
         }
         let graph = &policy.graph;
         for from in std::iter::once(None).chain(graph.stages().iter().map(|s| Some(s.as_str()))) {
             for to in graph.next_stages(from) {
-                let reason = if from.is_none() { Reason::Entry } else { Reason::Advance };
+                let reason = if from.is_none() {
+                    Reason::Entry
+                } else {
+                    Reason::Advance
+                };
                 drop(transitions.get_or_create(&TransitionLabels {
                     from: from.unwrap_or("none").to_owned(),
                     to: to.to_owned(),
@@ -160,14 +176,20 @@ impl Metrics {
             })
             .inc();
         self.duration
-            .get_or_create(&WebhookLabels { webhook: webhook.as_str() })
+            .get_or_create(&WebhookLabels {
+                webhook: webhook.as_str(),
+            })
             .observe(elapsed.as_secs_f64());
         if webhook != Webhook::Validate {
             return;
         }
         match (record.decision, record.reason) {
             ("denied", Some(reason)) => {
-                self.denials.get_or_create(&ReasonLabels { reason: reason.code() }).inc();
+                self.denials
+                    .get_or_create(&ReasonLabels {
+                        reason: reason.code(),
+                    })
+                    .inc();
             }
             ("allowed" | "warned", Some(reason)) if record.stage_changed => {
                 self.transitions
@@ -192,14 +214,18 @@ impl Metrics {
             })
             .inc();
         self.duration
-            .get_or_create(&WebhookLabels { webhook: webhook.as_str() })
+            .get_or_create(&WebhookLabels {
+                webhook: webhook.as_str(),
+            })
             .observe(elapsed.as_secs_f64());
     }
 
     /// Records a certificate (re)load.
     pub fn tls_reload(&self, ok: bool, not_after_unix: Option<i64>) {
         let result = if ok { "success" } else { "failure" };
-        self.tls_reloads.get_or_create(&ResultLabels { result }).inc();
+        self.tls_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
         if let Some(t) = not_after_unix {
             self.cert_not_after.set(t);
         }

@@ -14,13 +14,24 @@ pub struct StageGraph {
 
 impl StageGraph {
     /// Builds the graph from already validated parts (see `config`): every name used is in `stages`.
-    pub fn new(stages: Vec<String>, entry: &[String], transitions: &[(String, Vec<String>)]) -> StageGraph {
-        let index: HashMap<String, usize> = stages.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect();
+    pub fn new(
+        stages: Vec<String>,
+        entry: &[String],
+        transitions: &[(String, Vec<String>)],
+    ) -> StageGraph {
+        let index: HashMap<String, usize> = stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i))
+            .collect();
         let entry = entry.iter().filter_map(|s| index.get(s).copied()).collect();
         let mut next = vec![Vec::new(); stages.len()];
         for (from, targets) in transitions {
             if let Some(&f) = index.get(from) {
-                next[f] = targets.iter().filter_map(|t| index.get(t).copied()).collect();
+                next[f] = targets
+                    .iter()
+                    .filter_map(|t| index.get(t).copied())
+                    .collect();
             }
         }
         StageGraph {
@@ -45,7 +56,10 @@ impl StageGraph {
     }
 
     pub fn entry_stages(&self) -> Vec<&str> {
-        self.entry.iter().map(|&i| self.stages[i].as_str()).collect()
+        self.entry
+            .iter()
+            .map(|&i| self.stages[i].as_str())
+            .collect()
     }
 
     /// What may follow `from`: the entry stages for "no label", the listed edges for a known stage,
@@ -54,7 +68,10 @@ impl StageGraph {
         match from {
             None => self.entry_stages(),
             Some(s) => match self.index.get(s) {
-                Some(&i) => self.next[i].iter().map(|&j| self.stages[j].as_str()).collect(),
+                Some(&i) => self.next[i]
+                    .iter()
+                    .map(|&j| self.stages[j].as_str())
+                    .collect(),
                 None => Vec::new(),
             },
         }
@@ -67,7 +84,10 @@ impl StageGraph {
         };
         match from {
             None => self.entry.contains(&t),
-            Some(f) => self.index.get(f).is_some_and(|&f| self.next[f].contains(&t)),
+            Some(f) => self
+                .index
+                .get(f)
+                .is_some_and(|&f| self.next[f].contains(&t)),
         }
     }
 
@@ -136,7 +156,11 @@ impl Reason {
     pub fn admits(self) -> bool {
         matches!(
             self,
-            Reason::Unchanged | Reason::Entry | Reason::Advance | Reason::Resubmit | Reason::Override
+            Reason::Unchanged
+                | Reason::Entry
+                | Reason::Advance
+                | Reason::Resubmit
+                | Reason::Override
         )
     }
 
@@ -218,10 +242,17 @@ mod tests {
     use super::*;
 
     pub(crate) fn chain() -> StageGraph {
-        let stages: Vec<String> = ["waiting-pr-created", "waiting-ready-for-qa", "waiting-pr-approved"]
-            .map(String::from)
-            .to_vec();
-        let transitions = stages.windows(2).map(|w| (w[0].clone(), vec![w[1].clone()])).collect::<Vec<_>>();
+        let stages: Vec<String> = [
+            "waiting-pr-created",
+            "waiting-ready-for-qa",
+            "waiting-pr-approved",
+        ]
+        .map(String::from)
+        .to_vec();
+        let transitions = stages
+            .windows(2)
+            .map(|w| (w[0].clone(), vec![w[1].clone()]))
+            .collect::<Vec<_>>();
         StageGraph::new(stages.clone(), &stages[..1], &transitions)
     }
 
@@ -240,7 +271,13 @@ mod tests {
         )
     }
 
-    fn judge(g: &StageGraph, from: Option<&str>, to: Option<&str>, keep: bool, forced: bool) -> Reason {
+    fn judge(
+        g: &StageGraph,
+        from: Option<&str>,
+        to: Option<&str>,
+        keep: bool,
+        forced: bool,
+    ) -> Reason {
         g.judge(StageChange {
             from,
             to,
@@ -298,7 +335,11 @@ mod tests {
             (C, B, false, false, Reason::Regression),
         ];
         for &(from, to, keep, forced, want) in rows {
-            assert_eq!(judge(&g, from, to, keep, forced), want, "{from:?} -> {to:?} keep={keep} forced={forced}");
+            assert_eq!(
+                judge(&g, from, to, keep, forced),
+                want,
+                "{from:?} -> {to:?} keep={keep} forced={forced}"
+            );
         }
     }
 
@@ -322,7 +363,11 @@ mod tests {
             (s("testing"), s("qa"), Reason::UnknownStage),
         ];
         for &(from, to, want) in rows {
-            assert_eq!(judge(&g, from, to, false, false), want, "{from:?} -> {to:?}");
+            assert_eq!(
+                judge(&g, from, to, false, false),
+                want,
+                "{from:?} -> {to:?}"
+            );
         }
         assert!(g.next_stages(Some("done")).is_empty());
         assert_eq!(g.next_stages(Some("testing")), ["merging", "implementing"]);
@@ -331,8 +376,14 @@ mod tests {
     #[test]
     fn between_lists_what_a_jump_skips() {
         let g = chain();
-        assert_eq!(g.between(A, "waiting-pr-approved"), ["waiting-ready-for-qa"]);
-        assert_eq!(g.between(None, "waiting-pr-approved"), ["waiting-pr-created", "waiting-ready-for-qa"]);
+        assert_eq!(
+            g.between(A, "waiting-pr-approved"),
+            ["waiting-ready-for-qa"]
+        );
+        assert_eq!(
+            g.between(None, "waiting-pr-approved"),
+            ["waiting-pr-created", "waiting-ready-for-qa"]
+        );
         assert!(g.between(C, "waiting-pr-created").is_empty());
     }
 

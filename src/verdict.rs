@@ -83,7 +83,9 @@ pub fn decide(policy: &Policy, w: &Write<'_>) -> Verdict {
     let reason = graph.judge(StageChange {
         from: w.from,
         to: w.to,
-        resubmit_keep_create: w.is_create && w.resubmitted && policy.resubmit == crate::config::Resubmit::Keep,
+        resubmit_keep_create: w.is_create
+            && w.resubmitted
+            && policy.resubmit == crate::config::Resubmit::Keep,
         override_permitted,
     });
 
@@ -106,7 +108,11 @@ pub fn decide(policy: &Policy, w: &Write<'_>) -> Verdict {
         _ => Verdict {
             outcome,
             reason,
-            message: format!("{} on {} allowed ({reason})", say.change(), show(w.workflow)),
+            message: format!(
+                "{} on {} allowed ({reason})",
+                say.change(),
+                show(w.workflow)
+            ),
             warnings: Vec::new(),
         },
     }
@@ -124,7 +130,11 @@ impl Say<'_, '_> {
             let verb = if self.w.is_create { "create" } else { "update" };
             format!("{verb} at stage {}", show_stage(self.w.to))
         } else {
-            format!("stage change {} -> {}", show_stage(self.w.from), show_stage(self.w.to))
+            format!(
+                "stage change {} -> {}",
+                show_stage(self.w.from),
+                show_stage(self.w.to)
+            )
         }
     }
 
@@ -164,8 +174,13 @@ impl Say<'_, '_> {
                 self.policy.history.annotation
             ),
             Reason::UnknownStage => match w.to {
-                Some(n) if !graph.is_known(n) => format!("{} is not a known stage", show_stage(Some(n))),
-                _ => format!("the stored stage {} is not a known stage", show_stage(w.from)),
+                Some(n) if !graph.is_known(n) => {
+                    format!("{} is not a known stage", show_stage(Some(n)))
+                }
+                _ => format!(
+                    "the stored stage {} is not a known stage",
+                    show_stage(w.from)
+                ),
             },
             Reason::LabelRemoved => format!("removes the {} label", self.policy.label),
             Reason::Skip => {
@@ -221,7 +236,8 @@ impl Say<'_, '_> {
     }
 
     fn forced(&self) -> Verdict {
-        let (change, workflow, user) = (self.change(), show(self.w.workflow), show(self.w.username));
+        let (change, workflow, user) =
+            (self.change(), show(self.w.workflow), show(self.w.username));
         Verdict {
             outcome: Outcome::Allowed,
             reason: Reason::Override,
@@ -238,7 +254,12 @@ pub fn show(s: &str) -> Cow<'_, str> {
     if clean && s.chars().count() <= MAX {
         return Cow::Borrowed(s);
     }
-    let mut out: String = s.chars().take(MAX).flat_map(char::escape_default).take(MAX).collect();
+    let mut out: String = s
+        .chars()
+        .take(MAX)
+        .flat_map(char::escape_default)
+        .take(MAX)
+        .collect();
     out.push('…');
     Cow::Owned(out)
 }
@@ -250,7 +271,10 @@ pub fn show_stage(s: Option<&str>) -> Cow<'_, str> {
 
 /// A warning the API server will pass on: single line, at most [`WARNING_MAX_CHARS`] characters.
 pub fn warning(text: &str) -> String {
-    let one_line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if one_line.chars().count() <= WARNING_MAX_CHARS {
         return one_line;
     }
@@ -270,10 +294,18 @@ mod tests {
     const C: Option<&str> = Some("waiting-pr-approved");
 
     fn policy(extra: &str) -> Policy {
-        Policy::from_yaml(&format!("override:\n  users: [alice]\n  groups: [sre]\n{extra}")).unwrap()
+        Policy::from_yaml(&format!(
+            "override:\n  users: [alice]\n  groups: [sre]\n{extra}"
+        ))
+        .unwrap()
     }
 
-    fn appended(from: Option<&str>, to: Option<&str>, by: &str, reason: Option<&str>) -> HistoryWrite {
+    fn appended(
+        from: Option<&str>,
+        to: Option<&str>,
+        by: &str,
+        reason: Option<&str>,
+    ) -> HistoryWrite {
         let mut e = Entry::new(from, to, by, UNIX_EPOCH);
         e.override_ = reason.map(str::to_owned);
         HistoryWrite::Appended(e)
@@ -364,7 +396,9 @@ mod tests {
         let v = c.decide(&p);
         assert_eq!((v.outcome, v.reason), (Outcome::Allowed, Reason::Override));
         assert_eq!(v.warnings.len(), 1);
-        assert!(v.warnings[0].contains("forced stage change waiting-pr-created -> waiting-pr-approved"));
+        assert!(
+            v.warnings[0].contains("forced stage change waiting-pr-created -> waiting-pr-approved")
+        );
         // where no mutating webhook ran: the annotation itself, and a legal change stays an advance
         let mut c = Case::change(A, B);
         c.user = "alice";
@@ -382,7 +416,10 @@ mod tests {
         let mut c = Case::change(B, B);
         c.history = HistoryWrite::Tampered;
         let v = c.decide(&policy("mode: warn\n"));
-        assert_eq!((v.outcome, v.reason), (Outcome::Denied, Reason::HistoryTampered));
+        assert_eq!(
+            (v.outcome, v.reason),
+            (Outcome::Denied, Reason::HistoryTampered)
+        );
     }
 
     #[test]
@@ -390,14 +427,26 @@ mod tests {
         let mut c = Case::change(A, B);
         c.history = HistoryWrite::Unchanged;
         let v = c.decide(&policy(""));
-        assert_eq!((v.outcome, v.reason), (Outcome::Denied, Reason::HistoryMissing));
-        assert_eq!(c.decide(&policy("history:\n  required: false\n")).reason, Reason::Advance);
+        assert_eq!(
+            (v.outcome, v.reason),
+            (Outcome::Denied, Reason::HistoryMissing)
+        );
+        assert_eq!(
+            c.decide(&policy("history:\n  required: false\n")).reason,
+            Reason::Advance
+        );
         // warn mode admits the skip, but not without history
         let mut c = Case::change(A, C);
         c.history = HistoryWrite::Unchanged;
-        assert_eq!(c.decide(&policy("mode: warn\n")).reason, Reason::HistoryMissing);
+        assert_eq!(
+            c.decide(&policy("mode: warn\n")).reason,
+            Reason::HistoryMissing
+        );
         // no change, no history needed
-        assert_eq!(Case::change(B, B).decide(&policy("")).reason, Reason::Unchanged);
+        assert_eq!(
+            Case::change(B, B).decide(&policy("")).reason,
+            Reason::Unchanged
+        );
     }
 
     #[test]
@@ -410,7 +459,11 @@ mod tests {
             (A, Some("nope"), Reason::UnknownStage),
         ] {
             let v = Case::change(from, to).decide(&p);
-            assert_eq!((v.outcome, v.reason), (Outcome::Warned, reason), "{from:?}->{to:?}");
+            assert_eq!(
+                (v.outcome, v.reason),
+                (Outcome::Warned, reason),
+                "{from:?}->{to:?}"
+            );
             assert_eq!(v.warnings.len(), 1);
             assert!(v.warnings[0].chars().count() <= WARNING_MAX_CHARS);
         }
@@ -421,7 +474,10 @@ mod tests {
         let mut c = Case::change(None, C);
         c.create = true;
         c.resubmitted = true;
-        assert_eq!(c.decide(&policy("resubmit: keep\n")).reason, Reason::Resubmit);
+        assert_eq!(
+            c.decide(&policy("resubmit: keep\n")).reason,
+            Reason::Resubmit
+        );
         // under reset the mutating webhook clears the label; arriving mid-pipeline anyway is a skip
         assert_eq!(c.decide(&policy("")).reason, Reason::Skip);
     }
@@ -434,7 +490,12 @@ mod tests {
         let v = Case::change(B, None).decide(&p);
         assert!(v.message.contains("(label-removed): removes the current-stage label; allowed next: waiting-pr-approved"), "{}", v.message);
         let v = Case::change(Some("legacy"), A).decide(&p);
-        assert!(v.message.contains("the stored stage legacy is not a known stage"), "{}", v.message);
+        assert!(
+            v.message
+                .contains("the stored stage legacy is not a known stage"),
+            "{}",
+            v.message
+        );
     }
 
     #[test]
@@ -447,7 +508,11 @@ mod tests {
             assert!(!v.message.chars().any(char::is_control), "{}", v.message);
             assert!(v.message.len() < 600, "{}", v.message.len());
             let w = Case::change(A, Some(to)).decide(&policy("mode: warn\n"));
-            assert!(w.warnings.iter().all(|w| w.chars().count() <= WARNING_MAX_CHARS && !w.contains('\n')));
+            assert!(
+                w.warnings
+                    .iter()
+                    .all(|w| w.chars().count() <= WARNING_MAX_CHARS && !w.contains('\n'))
+            );
         }
     }
 }

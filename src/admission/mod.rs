@@ -63,7 +63,12 @@ pub struct Answer {
 }
 
 /// Answers one AdmissionReview body for `webhook`.
-pub fn answer(policy: &Policy, webhook: Webhook, body: &[u8], now: SystemTime) -> Result<Answer, BadReview> {
+pub fn answer(
+    policy: &Policy,
+    webhook: Webhook,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<Answer, BadReview> {
     let req = review::decode(body)?;
     let seen = Observed::of(policy, &req);
     let (response, record) = match webhook {
@@ -73,7 +78,11 @@ pub fn answer(policy: &Policy, webhook: Webhook, body: &[u8], now: SystemTime) -
     let allowed = response.allowed;
     // Serialising plain strings, maps and a Status cannot fail.
     let body = serde_json::to_vec(&response.into_review()).map_err(|e| BadReview(e.to_string()))?;
-    Ok(Answer { body, record, allowed })
+    Ok(Answer {
+        body,
+        record,
+        allowed,
+    })
 }
 
 /// What both webhooks read off the object and the stored object.
@@ -100,7 +109,11 @@ impl<'r> Observed<'r> {
             is_create,
             judged,
             workflow: req.workflow(),
-            from: if is_create { None } else { old.label(&policy.label) },
+            from: if is_create {
+                None
+            } else {
+                old.label(&policy.label)
+            },
             to: new.label(&policy.label),
             resubmitted: new.label(mutate::RESUBMITTED_FROM_LABEL).is_some(),
             stored_history: stored(&policy.history.annotation),
@@ -180,9 +193,15 @@ fn validate(policy: &Policy, req: &Request<'_>, seen: &Observed<'_>) -> (Respons
         ResponseOut::deny(&req.uid, v.message.clone())
     };
     if record.stage_changed || v.outcome == Outcome::Denied {
-        response.audit_annotations.insert("decision", v.outcome.as_str().to_owned());
-        response.audit_annotations.insert("reason", v.reason.code().to_owned());
-        response.audit_annotations.insert("transition", record.transition.clone());
+        response
+            .audit_annotations
+            .insert("decision", v.outcome.as_str().to_owned());
+        response
+            .audit_annotations
+            .insert("reason", v.reason.code().to_owned());
+        response
+            .audit_annotations
+            .insert("transition", record.transition.clone());
     }
     record.decision = v.outcome.as_str();
     record.reason = Some(v.reason);
@@ -192,7 +211,12 @@ fn validate(policy: &Policy, req: &Request<'_>, seen: &Observed<'_>) -> (Respons
     (response, record)
 }
 
-fn mutate(policy: &Policy, req: &Request<'_>, seen: &Observed<'_>, now: SystemTime) -> (ResponseOut, Record) {
+fn mutate(
+    policy: &Policy,
+    req: &Request<'_>,
+    seen: &Observed<'_>,
+    now: SystemTime,
+) -> (ResponseOut, Record) {
     let mut record = seen.record(policy, req);
     let response = ResponseOut::allow(&req.uid);
     if !seen.judged {
@@ -202,7 +226,10 @@ fn mutate(policy: &Policy, req: &Request<'_>, seen: &Observed<'_>, now: SystemTi
     let facts = mutate::MutationFacts {
         is_create: seen.is_create,
         stale: !seen.is_create
-            && new.resource_version.as_deref().is_some_and(|rv| !rv.is_empty())
+            && new
+                .resource_version
+                .as_deref()
+                .is_some_and(|rv| !rv.is_empty())
             && new.resource_version != old.resource_version,
         resubmitted: seen.resubmitted,
         from: seen.from,
@@ -217,7 +244,8 @@ fn mutate(policy: &Policy, req: &Request<'_>, seen: &Observed<'_>, now: SystemTi
     };
     let plan = mutate::plan(policy, &facts, now);
     if facts.stale {
-        record.message = "stale write (resourceVersion differs from the stored object): not patched".into();
+        record.message =
+            "stale write (resourceVersion differs from the stored object): not patched".into();
     }
     let patch = mutate::patch_for(policy, &plan, req);
     if !patch.0.is_empty() {
@@ -226,7 +254,11 @@ fn mutate(policy: &Policy, req: &Request<'_>, seen: &Observed<'_>, now: SystemTi
     }
     record.stage_changed = plan.recorded.is_some();
     if let Some((from, to)) = &plan.recorded {
-        record.transition = format!("{}->{}", show_stage(from.as_deref()), show_stage(to.as_deref()));
+        record.transition = format!(
+            "{}->{}",
+            show_stage(from.as_deref()),
+            show_stage(to.as_deref())
+        );
     }
     record.warnings = plan.warnings.len();
     let mut response = response.with_patch(&patch);
@@ -285,11 +317,16 @@ mod tests {
     fn mutate_then_validate_a_legal_advance() {
         let old = wf(Some("waiting-pr-created"), None);
         let new = wf(Some("waiting-ready-for-qa"), None);
-        let m = run(Webhook::Mutate, &review("UPDATE", "bob", new.clone(), old.clone()));
+        let m = run(
+            Webhook::Mutate,
+            &review("UPDATE", "bob", new.clone(), old.clone()),
+        );
         assert_eq!(m["response"]["uid"], "abc-123");
         assert_eq!(m["response"]["patchType"], "JSONPatch");
         let patched = apply(&new, &m);
-        let h = patched["metadata"]["annotations"]["stage-guard.io/history"].as_str().unwrap();
+        let h = patched["metadata"]["annotations"]["stage-guard.io/history"]
+            .as_str()
+            .unwrap();
         assert_eq!(
             h,
             r#"[{"from":"waiting-pr-created","to":"waiting-ready-for-qa","at":"2026-11-26T09:23:20Z","by":"bob"}]"#
@@ -298,14 +335,23 @@ mod tests {
         assert_eq!(v["response"]["allowed"], true);
         assert!(v["response"].get("patch").is_none() && v["response"].get("patchType").is_none());
         assert_eq!(v["response"]["auditAnnotations"]["reason"], "advance");
-        assert_eq!(v["response"]["auditAnnotations"]["transition"], "waiting-pr-created->waiting-ready-for-qa");
+        assert_eq!(
+            v["response"]["auditAnnotations"]["transition"],
+            "waiting-pr-created->waiting-ready-for-qa"
+        );
     }
 
     #[test]
     fn validate_denies_a_skip_with_403() {
         let old = wf(Some("waiting-pr-created"), None);
         let new = wf(Some("waiting-pr-approved"), None);
-        let patched = apply(&new, &run(Webhook::Mutate, &review("UPDATE", "bob", new.clone(), old.clone())));
+        let patched = apply(
+            &new,
+            &run(
+                Webhook::Mutate,
+                &review("UPDATE", "bob", new.clone(), old.clone()),
+            ),
+        );
         let v = run(Webhook::Validate, &review("UPDATE", "bob", patched, old));
         assert_eq!(v["response"]["allowed"], false);
         assert_eq!(v["response"]["status"]["code"], 403);
@@ -331,20 +377,32 @@ mod tests {
         assert_eq!(ops[0]["path"], "/metadata/annotations");
         // an existing map: the key is escaped
         let new = wf(Some("waiting-pr-created"), Some(json!({"other": "x"})));
-        let m = run(Webhook::Mutate, &review("UPDATE", "bob", new, wf(None, None)));
+        let m = run(
+            Webhook::Mutate,
+            &review("UPDATE", "bob", new, wf(None, None)),
+        );
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(m["response"]["patch"].as_str().unwrap())
             .unwrap();
         let ops: Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(ops[0]["path"], "/metadata/annotations/stage-guard.io~1history");
+        assert_eq!(
+            ops[0]["path"],
+            "/metadata/annotations/stage-guard.io~1history"
+        );
     }
 
     #[test]
     fn unchanged_writes_get_no_patch_and_delete_is_not_judged() {
         let old = wf(Some("waiting-pr-created"), None);
-        let m = run(Webhook::Mutate, &review("UPDATE", "argo-controller", old.clone(), old.clone()));
+        let m = run(
+            Webhook::Mutate,
+            &review("UPDATE", "argo-controller", old.clone(), old.clone()),
+        );
         assert!(m["response"].get("patch").is_none() && m["response"].get("patchType").is_none());
-        let d = run(Webhook::Validate, &review("DELETE", "bob", Value::Null, old));
+        let d = run(
+            Webhook::Validate,
+            &review("DELETE", "bob", Value::Null, old),
+        );
         assert_eq!(d["response"]["allowed"], true);
     }
 }

@@ -92,7 +92,8 @@ pub fn plan(policy: &Policy, f: &MutationFacts<'_>, now: SystemTime) -> Plan {
     let override_reason = f
         .incoming_override
         .filter(|r| !r.is_empty() && Some(*r) != f.stored_override);
-    let override_permitted = override_reason.is_some() && policy.override_.permits(f.username, f.groups);
+    let override_permitted =
+        override_reason.is_some() && policy.override_.permits(f.username, f.groups);
     plan.remove_override = override_permitted;
 
     let target: Option<String> = if f.from != to {
@@ -113,7 +114,9 @@ pub fn plan(policy: &Policy, f: &MutationFacts<'_>, now: SystemTime) -> Plan {
                 && policy.graph.judge(StageChange {
                     from: f.from,
                     to,
-                    resubmit_keep_create: f.is_create && f.resubmitted && policy.resubmit == Resubmit::Keep,
+                    resubmit_keep_create: f.is_create
+                        && f.resubmitted
+                        && policy.resubmit == Resubmit::Keep,
                     override_permitted: true,
                 }) == Reason::Override;
             let mut entry = Entry::new(f.from, to, f.username, now);
@@ -132,7 +135,11 @@ pub fn plan(policy: &Policy, f: &MutationFacts<'_>, now: SystemTime) -> Plan {
                 Some(Ok(entries)) => entries,
                 None => Vec::new(),
             };
-            Some(history::render(&history::append(&base, entry, policy.history.limit)))
+            Some(history::render(&history::append(
+                &base,
+                entry,
+                policy.history.limit,
+            )))
         }
     } else {
         // No stage change: the stored history stands, whatever the client sent.
@@ -180,10 +187,16 @@ pub fn patch_for(policy: &Policy, plan: &Plan, req: &Request<'_>) -> Patch {
             let (p, v) = if obj.has_annotations {
                 (path(&["metadata", "annotations", key]), value)
             } else if obj.has_metadata {
-                (path(&["metadata", "annotations"]), Value::Object(Map::from_iter([(key.to_owned(), value)])))
+                (
+                    path(&["metadata", "annotations"]),
+                    Value::Object(Map::from_iter([(key.to_owned(), value)])),
+                )
             } else {
                 let annotations = Value::Object(Map::from_iter([(key.to_owned(), value)]));
-                (path(&["metadata"]), Value::Object(Map::from_iter([("annotations".to_owned(), annotations)])))
+                (
+                    path(&["metadata"]),
+                    Value::Object(Map::from_iter([("annotations".to_owned(), annotations)])),
+                )
             };
             ops.push(PatchOperation::Add(AddOperation { path: p, value: v }));
         }
@@ -235,7 +248,14 @@ mod tests {
     #[test]
     fn stamps_every_change_legal_or_not() {
         let p = policy("");
-        for (from, to) in [(None, A), (A, B), (A, C), (C, A), (B, None), (A, Some("bogus"))] {
+        for (from, to) in [
+            (None, A),
+            (A, B),
+            (A, C),
+            (C, A),
+            (B, None),
+            (A, Some("bogus")),
+        ] {
             let plan = plan(&p, &facts(from, to), now());
             let entries = set(&plan);
             assert_eq!(entries.len(), 1);
@@ -260,9 +280,15 @@ mod tests {
         let stored = history::render(&[Entry::new(None, A, "ci", now())]);
         let mut f = facts(A, A);
         f.stored_history = Some(&stored);
-        assert_eq!(plan(&policy(""), &f, now()).history, HistoryEdit::Set(stored.clone()));
+        assert_eq!(
+            plan(&policy(""), &f, now()).history,
+            HistoryEdit::Set(stored.clone())
+        );
         f.incoming_history = Some("[]");
-        assert_eq!(plan(&policy(""), &f, now()).history, HistoryEdit::Set(stored.clone()));
+        assert_eq!(
+            plan(&policy(""), &f, now()).history,
+            HistoryEdit::Set(stored.clone())
+        );
         // a stored object without history means no annotation, never "[]"
         let mut f = facts(A, A);
         f.incoming_history = Some("[]");
@@ -280,7 +306,9 @@ mod tests {
     fn a_second_call_for_the_same_change_keeps_the_first_stamp() {
         let p = policy("");
         let first = plan(&p, &facts(A, B), now());
-        let HistoryEdit::Set(stamped) = &first.history else { panic!() };
+        let HistoryEdit::Set(stamped) = &first.history else {
+            panic!()
+        };
         let mut again = facts(A, B);
         again.incoming_history = Some(stamped);
         assert!(plan(&p, &again, now() + Duration::from_secs(30)).is_empty());
@@ -341,7 +369,10 @@ mod tests {
 
     #[test]
     fn resubmitted_create_reset_and_keep() {
-        let copied = history::render(&[Entry::new(None, A, "ci", now()), Entry::new(A, B, "ci", now())]);
+        let copied = history::render(&[
+            Entry::new(None, A, "ci", now()),
+            Entry::new(A, B, "ci", now()),
+        ]);
         let mut f = facts(None, B);
         f.is_create = true;
         f.resubmitted = true;
@@ -358,12 +389,17 @@ mod tests {
 
     #[test]
     fn history_limit_applies() {
-        let full: Vec<Entry> = (0..3).map(|i| Entry::new(None, A, &format!("u{i}"), now())).collect();
+        let full: Vec<Entry> = (0..3)
+            .map(|i| Entry::new(None, A, &format!("u{i}"), now()))
+            .collect();
         let stored = history::render(&full);
         let mut f = facts(A, B);
         f.stored_history = Some(&stored);
         f.incoming_history = Some(&stored);
         let entries = set(&plan(&policy("history:\n  limit: 3\n"), &f, now()));
-        assert_eq!(entries.iter().map(|e| e.by.as_str()).collect::<Vec<_>>(), ["u1", "u2", "bob"]);
+        assert_eq!(
+            entries.iter().map(|e| e.by.as_str()).collect::<Vec<_>>(),
+            ["u1", "u2", "bob"]
+        );
     }
 }

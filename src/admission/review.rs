@@ -147,7 +147,12 @@ impl Request<'_> {
             .filter(|n| !n.is_empty())
             .or_else(|| self.object.name.clone().filter(|n| !n.is_empty()))
             .or_else(|| self.old_object.name.clone().filter(|n| !n.is_empty()))
-            .or_else(|| self.object.generate_name.as_ref().map(|g| format!("{g}(generated)")))
+            .or_else(|| {
+                self.object
+                    .generate_name
+                    .as_ref()
+                    .map(|g| format!("{g}(generated)"))
+            })
             .unwrap_or_else(|| "(unnamed)".to_owned());
         match self.namespace.as_deref().filter(|n| !n.is_empty()) {
             Some(ns) => format!("{ns}/{name}"),
@@ -158,8 +163,8 @@ impl Request<'_> {
 
 /// Decodes an AdmissionReview v1 request body.
 pub fn decode(body: &[u8]) -> Result<Request<'_>, BadReview> {
-    let review: ReviewIn<'_> =
-        serde_json::from_slice(body).map_err(|e| BadReview(format!("body is not an AdmissionReview: {e}")))?;
+    let review: ReviewIn<'_> = serde_json::from_slice(body)
+        .map_err(|e| BadReview(format!("body is not an AdmissionReview: {e}")))?;
     match review.api_version.as_deref() {
         Some(API_VERSION) => {}
         Some(other) => {
@@ -168,19 +173,32 @@ pub fn decode(body: &[u8]) -> Result<Request<'_>, BadReview> {
                 crate::verdict::show(other)
             )));
         }
-        None => return Err(BadReview(format!("apiVersion is missing (want {API_VERSION})"))),
+        None => {
+            return Err(BadReview(format!(
+                "apiVersion is missing (want {API_VERSION})"
+            )));
+        }
     }
     if review.kind.as_deref() != Some(KIND) {
         return Err(BadReview(format!("kind must be {KIND}")));
     }
-    let req = review.request.ok_or_else(|| BadReview("request is missing".into()))?;
-    let uid = req.uid.filter(|u| !u.is_empty()).ok_or_else(|| BadReview("request.uid is missing".into()))?;
-    let operation = req.operation.ok_or_else(|| BadReview("request.operation is missing".into()))?;
+    let req = review
+        .request
+        .ok_or_else(|| BadReview("request is missing".into()))?;
+    let uid = req
+        .uid
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| BadReview("request.uid is missing".into()))?;
+    let operation = req
+        .operation
+        .ok_or_else(|| BadReview("request.operation is missing".into()))?;
     let object = Meta::from_object(req.object);
     let old_object = Meta::from_object(req.old_object);
     match operation {
         Operation::Create | Operation::Update if !object.present => {
-            return Err(BadReview(format!("request.object is missing for {operation:?}")));
+            return Err(BadReview(format!(
+                "request.object is missing for {operation:?}"
+            )));
         }
         Operation::Update if !old_object.present => {
             return Err(BadReview("request.oldObject is missing for Update".into()));
@@ -274,7 +292,9 @@ mod tests {
     use super::*;
 
     fn body(request: &str) -> String {
-        format!(r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{request}}}"#)
+        format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{request}}}"#
+        )
     }
 
     #[test]
@@ -293,7 +313,10 @@ mod tests {
         assert_eq!(r.operation, Operation::Update);
         assert_eq!(r.user.username, "alice");
         assert_eq!(r.object.label("current-stage"), Some("a"));
-        assert_eq!(r.object.annotation("stage-guard.io/history").as_deref(), Some(r#"[{"x":1}]"#));
+        assert_eq!(
+            r.object.annotation("stage-guard.io/history").as_deref(),
+            Some(r#"[{"x":1}]"#)
+        );
         assert_eq!(r.object.annotation("big").as_deref(), Some("é"));
         assert!(r.old_object.present && !r.old_object.has_labels);
         assert_eq!(r.workflow(), "argo/wf");
@@ -303,17 +326,41 @@ mod tests {
     fn refuses_what_is_not_a_v1_review() {
         let cases = [
             ("not json".to_owned(), "not an AdmissionReview"),
-            (r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_owned(), "request is missing"),
-            (body(r#"{"operation":"CREATE","object":{}}"#), "request.uid is missing"),
-            (body(r#"{"uid":"","operation":"CREATE","object":{}}"#), "request.uid is missing"),
             (
-                body(r#"{"uid":"x","operation":"CREATE","object":{}}"#).replace("/v1\"", "/v1beta1\""),
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_owned(),
+                "request is missing",
+            ),
+            (
+                body(r#"{"operation":"CREATE","object":{}}"#),
+                "request.uid is missing",
+            ),
+            (
+                body(r#"{"uid":"","operation":"CREATE","object":{}}"#),
+                "request.uid is missing",
+            ),
+            (
+                body(r#"{"uid":"x","operation":"CREATE","object":{}}"#)
+                    .replace("/v1\"", "/v1beta1\""),
                 "apiVersion must be admission.k8s.io/v1",
             ),
-            (body(r#"{"uid":"x","operation":"CREATE"}"#), "request.object is missing"),
-            (body(r#"{"uid":"x","operation":"UPDATE","object":{}}"#), "oldObject is missing"),
-            (body(r#"{"uid":"x","operation":"PATCH","object":{}}"#), "not an AdmissionReview"),
-            (body(r#"{"uid":"x","operation":"CREATE","object":{"metadata":{"labels":{"a":1}}}}"#), "not an AdmissionReview"),
+            (
+                body(r#"{"uid":"x","operation":"CREATE"}"#),
+                "request.object is missing",
+            ),
+            (
+                body(r#"{"uid":"x","operation":"UPDATE","object":{}}"#),
+                "oldObject is missing",
+            ),
+            (
+                body(r#"{"uid":"x","operation":"PATCH","object":{}}"#),
+                "not an AdmissionReview",
+            ),
+            (
+                body(
+                    r#"{"uid":"x","operation":"CREATE","object":{"metadata":{"labels":{"a":1}}}}"#,
+                ),
+                "not an AdmissionReview",
+            ),
         ];
         for (b, want) in cases {
             let e = decode(b.as_bytes()).expect_err(&b).0;
@@ -329,7 +376,10 @@ mod tests {
         assert_eq!(allow["kind"], KIND);
         assert_eq!(allow["response"]["uid"], "u");
         assert_eq!(allow["response"]["allowed"], true);
-        assert!(allow["response"].get("patch").is_none() && allow["response"].get("patchType").is_none());
+        assert!(
+            allow["response"].get("patch").is_none()
+                && allow["response"].get("patchType").is_none()
+        );
 
         let empty = ResponseOut::allow("u").with_patch(&json_patch::Patch(vec![]));
         assert!(empty.patch.is_none() && empty.patch_type.is_none());

@@ -36,11 +36,13 @@ pub fn webhook_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(
             "/validate",
-            post(|s: State<Arc<AppState>>, r: Request| review(s, Webhook::Validate, r)).fallback(method_not_allowed),
+            post(|s: State<Arc<AppState>>, r: Request| review(s, Webhook::Validate, r))
+                .fallback(method_not_allowed),
         )
         .route(
             "/mutate",
-            post(|s: State<Arc<AppState>>, r: Request| review(s, Webhook::Mutate, r)).fallback(method_not_allowed),
+            post(|s: State<Arc<AppState>>, r: Request| review(s, Webhook::Mutate, r))
+                .fallback(method_not_allowed),
         )
         .fallback(not_found)
         .with_state(state)
@@ -49,7 +51,10 @@ pub fn webhook_router(state: Arc<AppState>) -> Router {
 /// The admin routes (plain HTTP, for probes and Prometheus).
 pub fn admin_router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/livez", get(|| async { "ok\n" }).fallback(method_not_allowed))
+        .route(
+            "/livez",
+            get(|| async { "ok\n" }).fallback(method_not_allowed),
+        )
         .route("/readyz", get(readyz).fallback(method_not_allowed))
         .route("/metrics", get(metrics).fallback(method_not_allowed))
         .fallback(not_found)
@@ -58,17 +63,32 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
 
 fn json_error(status: StatusCode, message: &str) -> Response {
     let body = serde_json::json!({ "error": message }).to_string();
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn not_found(uri: Uri) -> Response {
-    json_error(StatusCode::NOT_FOUND, &format!("no such path: {}", show(uri.path())))
+    json_error(
+        StatusCode::NOT_FOUND,
+        &format!("no such path: {}", show(uri.path())),
+    )
 }
 
 async fn method_not_allowed(request: Request) -> Response {
     json_error(
         StatusCode::METHOD_NOT_ALLOWED,
-        &format!("method {} is not allowed on {}", request.method(), show(request.uri().path())),
+        &format!(
+            "method {} is not allowed on {}",
+            request.method(),
+            show(request.uri().path())
+        ),
     )
 }
 
@@ -91,7 +111,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-async fn review(State(state): State<Arc<AppState>>, webhook: Webhook, request: Request) -> Response {
+async fn review(
+    State(state): State<Arc<AppState>>,
+    webhook: Webhook,
+    request: Request,
+) -> Response {
     let started = Instant::now();
     let limit = state.max_body_bytes;
     let bad = |status: StatusCode, message: String| {
@@ -120,7 +144,12 @@ async fn review(State(state): State<Arc<AppState>>, webhook: Webhook, request: R
                 format!("body is larger than the limit of {limit} bytes"),
             );
         }
-        Err(e) => return bad(StatusCode::BAD_REQUEST, format!("could not read the body: {e}")),
+        Err(e) => {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                format!("could not read the body: {e}"),
+            );
+        }
     };
 
     let answered = if bytes.len() <= INLINE_BODY_BYTES {
@@ -146,7 +175,10 @@ async fn review(State(state): State<Arc<AppState>>, webhook: Webhook, request: R
             log_answer(webhook, &answer, elapsed);
             (
                 StatusCode::OK,
-                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
                 answer.body,
             )
                 .into_response()
@@ -159,7 +191,8 @@ async fn review(State(state): State<Arc<AppState>>, webhook: Webhook, request: R
 /// status writes) at debug.
 fn log_answer(webhook: Webhook, answer: &Answer, elapsed: std::time::Duration) {
     let r = &answer.record;
-    let notable = r.stage_changed || r.decision == "denied" || r.decision == "warned" || r.warnings > 0;
+    let notable =
+        r.stage_changed || r.decision == "denied" || r.decision == "warned" || r.warnings > 0;
     macro_rules! emit {
         ($level:expr) => {
             tracing::event!(

@@ -109,8 +109,8 @@ impl Server {
     /// Checks the certificates and binds both listeners.
     pub async fn bind(opts: ServeOptions, policy: Policy) -> Result<Server, StartError> {
         let certs = cert_source(&opts)?;
-        let loaded =
-            tls::load_certified_key(&certs.cert, &certs.key).map_err(|e| StartError::Certificates(e.to_string()))?;
+        let loaded = tls::load_certified_key(&certs.cert, &certs.key)
+            .map_err(|e| StartError::Certificates(e.to_string()))?;
         let metrics = Metrics::new(&policy);
         metrics.set_cert_not_after(loaded.not_after_unix);
         let resolver = Arc::new(ReloadingCertResolver::new(loaded));
@@ -118,7 +118,13 @@ impl Server {
             .map_err(|e| StartError::Certificates(e.to_string()))?;
 
         let bind = |listener: &'static str, addr: SocketAddr| async move {
-            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { listener, addr, source })
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    listener,
+                    addr,
+                    source,
+                })
         };
         let webhook = bind("webhook", opts.listen).await?;
         let admin = bind("admin", opts.admin_listen).await?;
@@ -170,7 +176,9 @@ impl Server {
                 certs.key.clone(),
                 CERT_POLL_INTERVAL,
                 move |event| match event {
-                    ReloadEvent::Reloaded { not_after_unix } => state.metrics.tls_reload(true, Some(not_after_unix)),
+                    ReloadEvent::Reloaded { not_after_unix } => {
+                        state.metrics.tls_reload(true, Some(not_after_unix))
+                    }
                     ReloadEvent::Failed { .. } => state.metrics.tls_reload(false, None),
                 },
             ))
@@ -190,7 +198,13 @@ impl Server {
         state.ready.store(true, Ordering::SeqCst);
 
         let (stop_tx, stop_rx) = watch::channel(false);
-        let accept_task = tokio::spawn(accept_loop(webhook, tls, state.clone(), opts.max_connections, stop_rx));
+        let accept_task = tokio::spawn(accept_loop(
+            webhook,
+            tls,
+            state.clone(),
+            opts.max_connections,
+            stop_rx,
+        ));
 
         shutdown.await;
         state.ready.store(false, Ordering::SeqCst);
@@ -208,8 +222,14 @@ impl Server {
                 GracefulShutdown::new()
             }
         };
-        tracing::info!(grace_s = opts.shutdown_grace.as_secs_f64(), "no longer accepting; finishing in-flight requests");
-        if tokio::time::timeout(opts.shutdown_grace, graceful.shutdown()).await.is_err() {
+        tracing::info!(
+            grace_s = opts.shutdown_grace.as_secs_f64(),
+            "no longer accepting; finishing in-flight requests"
+        );
+        if tokio::time::timeout(opts.shutdown_grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!("shutdown grace period over; closing remaining connections");
         }
         watcher.abort();

@@ -264,9 +264,8 @@ pub async fn watch_cert_files(
         let first = last_seen.is_none();
         last_seen = Some(observed);
 
-        let loaded = read.and_then(|(cert_pem, key_pem)| {
-            parse_certified_key(&cert, &cert_pem, &key, &key_pem)
-        });
+        let loaded = read
+            .and_then(|(cert_pem, key_pem)| parse_certified_key(&cert, &cert_pem, &key, &key_pem));
         match loaded {
             // The files still hold the pair the server started with: nothing was reloaded.
             Ok(loaded) if first && loaded.key.cert == resolver.current_key().cert => {}
@@ -356,7 +355,9 @@ fn read_error(path: &Path, source: io::Error) -> TlsError {
 
 fn format_unix(secs: i64) -> String {
     match u64::try_from(secs) {
-        Ok(secs) => humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string(),
+        Ok(secs) => {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+        }
         Err(_) => format!("{secs} (unix seconds)"),
     }
 }
@@ -590,7 +591,11 @@ mod tests {
         let b = bundle("localhost");
         let cert = write(dir.path(), "tls.crt", b.cert_pem.as_bytes());
         let key = write(dir.path(), "tls.key", sec1_pem(&b.key_pem).as_bytes());
-        assert!(std::fs::read_to_string(&key).unwrap().contains("EC PRIVATE KEY"));
+        assert!(
+            std::fs::read_to_string(&key)
+                .unwrap()
+                .contains("EC PRIVATE KEY")
+        );
 
         let loaded = load_certified_key(&cert, &key).unwrap();
         assert_eq!(loaded.key.cert[0], leaf_der(&b.cert_pem));
@@ -627,14 +632,49 @@ mod tests {
         let missing = dir.path().join("missing.pem");
 
         let cases: [(&Path, &Path, fn(&TlsError) -> bool, &str); 7] = [
-            (&missing, &good_key, |e| matches!(e, TlsError::Missing { .. }), "missing cert"),
-            (&good_cert, &missing, |e| matches!(e, TlsError::Missing { .. }), "missing key"),
-            (&empty, &good_key, |e| matches!(e, TlsError::NoCertificate { .. }), "empty cert"),
-            (&garbage, &good_key, |e| matches!(e, TlsError::NoCertificate { .. }), "garbage cert"),
-            (&truncated, &good_key, |e| matches!(e, TlsError::Pem { .. }), "truncated cert"),
-            (&good_cert, &empty, |e| matches!(e, TlsError::NoPrivateKey { .. }), "empty key"),
+            (
+                &missing,
+                &good_key,
+                |e| matches!(e, TlsError::Missing { .. }),
+                "missing cert",
+            ),
+            (
+                &good_cert,
+                &missing,
+                |e| matches!(e, TlsError::Missing { .. }),
+                "missing key",
+            ),
+            (
+                &empty,
+                &good_key,
+                |e| matches!(e, TlsError::NoCertificate { .. }),
+                "empty cert",
+            ),
+            (
+                &garbage,
+                &good_key,
+                |e| matches!(e, TlsError::NoCertificate { .. }),
+                "garbage cert",
+            ),
+            (
+                &truncated,
+                &good_key,
+                |e| matches!(e, TlsError::Pem { .. }),
+                "truncated cert",
+            ),
+            (
+                &good_cert,
+                &empty,
+                |e| matches!(e, TlsError::NoPrivateKey { .. }),
+                "empty key",
+            ),
             // A certificate where the key should be: PEM, but no private key in it.
-            (&good_cert, &good_cert, |e| matches!(e, TlsError::NoPrivateKey { .. }), "cert as key"),
+            (
+                &good_cert,
+                &good_cert,
+                |e| matches!(e, TlsError::NoPrivateKey { .. }),
+                "cert as key",
+            ),
         ];
         for (cert, key, expected, case) in cases {
             let error = load_certified_key(cert, key).unwrap_err();
@@ -724,7 +764,9 @@ mod tests {
         );
 
         // Connection A, opened before the rotation, stays open throughout.
-        let mut conn_a = connect(server.addr, client.clone(), "localhost").await.unwrap();
+        let mut conn_a = connect(server.addr, client.clone(), "localhost")
+            .await
+            .unwrap();
         assert_eq!(peer_leaf(&conn_a), Some(leaf_der(&a.cert_pem)));
         echo(&mut conn_a, b"before rotation").await.unwrap();
 
@@ -755,12 +797,19 @@ mod tests {
             let events = events.lock().unwrap();
             assert_eq!(events.len(), 2, "{events:?}");
             assert!(
-                matches!(&events[1], ReloadEvent::Failed { error: TlsError::KeyMismatch { .. } }),
+                matches!(
+                    &events[1],
+                    ReloadEvent::Failed {
+                        error: TlsError::KeyMismatch { .. }
+                    }
+                ),
                 "{events:?}"
             );
         }
         assert_eq!(
-            fetch_leaf(server.addr, client.clone(), "localhost").await.unwrap(),
+            fetch_leaf(server.addr, client.clone(), "localhost")
+                .await
+                .unwrap(),
             leaf_der(&b.cert_pem)
         );
         assert_eq!(resolver.current_not_after(), b_not_after);
@@ -824,7 +873,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let serving = bundle("localhost");
         let (client_ca, other_ca) = (bundle("client-ca"), bundle("client-ca"));
-        let ca_file = write(dir.path(), "client-ca.crt", client_ca.ca_cert_pem.as_bytes());
+        let ca_file = write(
+            dir.path(),
+            "client-ca.crt",
+            client_ca.ca_cert_pem.as_bytes(),
+        );
         let config = server_config(resolver_for(&serving), Some(&ca_file)).unwrap();
         let server = spawn_echo_server(config).await;
         let trusted = client_identity(&client_ca);
@@ -844,7 +897,9 @@ mod tests {
                 versions,
             );
             assert!(
-                fetch_leaf(server.addr, anonymous, "localhost").await.is_err(),
+                fetch_leaf(server.addr, anonymous, "localhost")
+                    .await
+                    .is_err(),
                 "{version:?}: client without a certificate was served"
             );
             assert!(
@@ -877,7 +932,10 @@ mod tests {
         for path in [&garbage, &missing] {
             let error = server_config(resolver_for(&serving), Some(path)).unwrap_err();
             assert!(matches!(error, TlsError::BadClientCa { .. }), "{error:?}");
-            assert!(error.to_string().contains(&*path.to_string_lossy()), "{error}");
+            assert!(
+                error.to_string().contains(&*path.to_string_lossy()),
+                "{error}"
+            );
         }
     }
 
@@ -904,7 +962,11 @@ mod tests {
         let server = spawn_echo_server(server_config(resolver_for(&serving), None).unwrap()).await;
         let mut h2_only = (*client_config(&[&serving.ca_cert_pem], None, BOTH_VERSIONS)).clone();
         h2_only.alpn_protocols = vec![b"h2".to_vec()];
-        assert!(fetch_leaf(server.addr, Arc::new(h2_only), "localhost").await.is_err());
+        assert!(
+            fetch_leaf(server.addr, Arc::new(h2_only), "localhost")
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
@@ -923,7 +985,9 @@ mod tests {
         )
         .await
         .expect("accept_with_timeout did not return");
-        let error = result.err().expect("handshake with a silent client succeeded");
+        let error = result
+            .err()
+            .expect("handshake with a silent client succeeded");
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
 
         // The server side is closed: the client reads end-of-stream (or a reset), not a hang.

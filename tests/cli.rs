@@ -1,0 +1,426 @@
+//! The command line through the built binary: output, messages and exit codes (SPEC 7).
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+const BIN: &str = env!("CARGO_BIN_EXE_stage-guard");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn config_file(dir: &tempfile::TempDir, yaml: &str) -> String {
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn check_allows_an_edge_and_an_entry() {
+    let o = run(&[
+        "check",
+        "--from",
+        "waiting-pr-created",
+        "--to",
+        "waiting-ready-for-qa",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 1);
+    assert!(stdout(&o).contains("allowed (advance)"), "{}", stdout(&o));
+
+    let o = run(&["check", "--create", "--to", "waiting-pr-created"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("allowed (entry)"), "{}", stdout(&o));
+
+    let o = run(&[
+        "check",
+        "--from",
+        "waiting-ready-for-qa",
+        "--to",
+        "waiting-ready-for-qa",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("allowed (unchanged)"), "{}", stdout(&o));
+}
+
+#[test]
+fn check_denies_with_the_reason_and_what_is_allowed_next() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "--from",
+                "waiting-pr-created",
+                "--to",
+                "waiting-pr-approved",
+            ],
+            "denied (skip): skips waiting-ready-for-qa; allowed next: waiting-ready-for-qa",
+        ),
+        (
+            &[
+                "--from",
+                "waiting-pr-approved",
+                "--to",
+                "waiting-pr-created",
+            ],
+            "denied (regression)",
+        ),
+        (
+            &["--from", "waiting-pr-created", "--to", "nonsense"],
+            "denied (unknown-stage)",
+        ),
+        (
+            &["--from", "waiting-ready-for-qa"],
+            "denied (label-removed)",
+        ),
+        (
+            &["--create", "--to", "waiting-pr-approved"],
+            "denied (skip)",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["check"];
+        all.extend_from_slice(args);
+        let o = run(&all);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert_eq!(stdout(&o).lines().count(), 1, "{args:?}");
+        assert!(stdout(&o).contains(want), "{args:?}: {}", stdout(&o));
+    }
+}
+
+#[test]
+fn check_override_needs_a_listed_user_or_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(&dir, "override:\n  users: [alice]\n  groups: [sre]\n");
+    let base = [
+        "check",
+        "--config",
+        &cfg,
+        "--from",
+        "waiting-pr-created",
+        "--to",
+        "waiting-pr-approved",
+        "--override-reason",
+        "QA re-run",
+    ];
+    let mut alice = base.to_vec();
+    alice.extend(["--user", "alice"]);
+    let o = run(&alice);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("allowed (override)"), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("warning: forced stage change"),
+        "{}",
+        stderr(&o)
+    );
+
+    let mut sre = base.to_vec();
+    sre.extend(["--user", "bob", "--group", "dev", "--group", "sre"]);
+    assert_eq!(run(&sre).status.code(), Some(0));
+
+    let mut bob = base.to_vec();
+    bob.extend(["--user", "bob"]);
+    let o = run(&bob);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("denied (override-not-permitted)"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn check_in_warn_mode_prints_warned_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(&dir, "mode: warn\n");
+    let o = run(&[
+        "check",
+        "--config",
+        &cfg,
+        "--from",
+        "waiting-pr-created",
+        "--to",
+        "waiting-pr-approved",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("warned (skip)"), "{}", stdout(&o));
+}
+
+#[test]
+fn check_usage_and_config_errors_exit_2() {
+    let o = run(&[
+        "check",
+        "--create",
+        "--from",
+        "waiting-pr-created",
+        "--to",
+        "waiting-ready-for-qa",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--from must be omitted"),
+        "{}",
+        stderr(&o)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(&dir, "stages: [a, b, a]\n");
+    let o = run(&["check", "--config", &cfg, "--to", "a"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("stages[2]: duplicate stage"),
+        "{}",
+        stderr(&o)
+    );
+
+    assert_eq!(run(&["check", "--no-such-flag"]).status.code(), Some(2));
+}
+
+#[test]
+fn config_check_names_the_key_and_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = config_file(
+        &dir,
+        "stages: [a, b, c]\ntransitions:\n  a: [b]\n  b: [c, a]\n",
+    );
+    let o = run(&["config", "check", &good]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("ok (3 stages, 3 edges"),
+        "{}",
+        stdout(&o)
+    );
+
+    let cases = [
+        (
+            "stages: [a, b]\ntransitions:\n  a: [c]\n",
+            "transitions.a[0]: unknown stage \"c\"",
+        ),
+        ("stages: [a]\nhistory:\n  annotaton: x\n", "unknown field"),
+        ("stages: [a]\nmode: strict\n", "strict"),
+        (
+            "stages: [a]\nentry: []\n",
+            "entry: must name at least one stage",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let bad = config_file(&dir, yaml);
+        let o = run(&["config", "check", &bad]);
+        assert_eq!(o.status.code(), Some(2), "{yaml}");
+        assert!(stderr(&o).contains(want), "{yaml}: {}", stderr(&o));
+    }
+    let o = run(&["config", "check", "/no/such/file.yaml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("cannot read /no/such/file.yaml"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn config_default_prints_a_configuration_that_checks() {
+    let o = run(&["config", "default"]);
+    assert_eq!(o.status.code(), Some(0));
+    let text = stdout(&o);
+    assert!(text.contains("label: current-stage"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(&dir, &text);
+    let o = run(&["config", "check", &path]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("ok (3 stages, 2 edges, entry: waiting-pr-created, mode: Enforce)")
+    );
+}
+
+fn samples(name: &str) -> String {
+    format!("{}/samples/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn review_answers_like_the_server() {
+    let o = run(&["review", &samples("validate-skip.json")]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(v["kind"], "AdmissionReview");
+    assert_eq!(v["response"]["uid"], "5e2d8c1a-7b3f-4a6e-8d9c-0f1e2a3b4c5d");
+    assert_eq!(v["response"]["allowed"], false);
+    assert_eq!(v["response"]["status"]["code"], 403);
+
+    let o = run(&["review", "--mutate", &samples("mutate-advance.json")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["response"]["patchType"], "JSONPatch");
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(v["response"]["patch"].as_str().unwrap())
+        .unwrap();
+    let ops: serde_json::Value = serde_json::from_slice(&patch).unwrap();
+    assert_eq!(
+        ops[0]["path"],
+        "/metadata/annotations/stage-guard.io~1history"
+    );
+}
+
+#[test]
+fn review_reads_stdin_and_refuses_unreadable_input_with_2() {
+    let body = std::fs::read(samples("validate-skip.json")).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["review", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&body).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("\"allowed\":false"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.json");
+    std::fs::write(&junk, b"{\"apiVersion\":\"admission.k8s.io/v1beta1\"}").unwrap();
+    let o = run(&["review", junk.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("apiVersion must be admission.k8s.io/v1"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        run(&["review", "/no/such/review.json"]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn certs_writes_the_files_and_prints_the_ca_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = run(&[
+        "certs",
+        "--service",
+        "stage-guard",
+        "--namespace",
+        "stage-guard",
+        "--out",
+        out.to_str().unwrap(),
+        "--san",
+        "10.0.0.7",
+        "--san",
+        "webhook.example.test",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for f in ["ca.crt", "ca.key", "tls.crt", "tls.key"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let bundle = base64::engine::general_purpose::STANDARD
+        .decode(stdout(&o).trim())
+        .expect("stdout is the base64 caBundle");
+    assert_eq!(bundle, std::fs::read(out.join("ca.crt")).unwrap());
+    let err = stderr(&o);
+    for san in [
+        "stage-guard.stage-guard.svc",
+        "stage-guard.stage-guard.svc.cluster.local",
+        "10.0.0.7",
+    ] {
+        assert!(err.contains(san), "{san} not listed: {err}");
+    }
+}
+
+#[test]
+fn help_explains_every_command() {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["check", "--help"],
+        &["review", "--help"],
+        &["config", "--help"],
+        &["config", "check", "--help"],
+        &["certs", "--help"],
+    ] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}");
+        assert!(stdout(&o).contains("Usage:"), "{args:?}");
+    }
+    let serve = stdout(&run(&["serve", "--help"]));
+    for flag in [
+        "--config",
+        "--listen",
+        "--admin-listen",
+        "--tls-cert-file",
+        "--tls-key-file",
+        "--client-ca-file",
+        "--dev-cert-dir",
+        "--max-body-bytes",
+        "--shutdown-delay",
+        "--shutdown-grace",
+        "--log-format",
+        "--log-level",
+        "STAGE_GUARD_TLS_CERT_FILE",
+    ] {
+        assert!(serve.contains(flag), "serve --help lacks {flag}");
+    }
+}
+
+/// Runs `serve` expecting it to stop on its own, bounded in time.
+fn serve_expecting_exit(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    panic!("serve {args:?} kept running; it should have refused to start");
+}
+
+#[test]
+fn serve_refuses_a_bad_config_or_missing_certificates_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(&dir, "stages: [a]\ntransitions:\n  a: [zz]\n");
+    let o = serve_expecting_exit(&["--config", &cfg]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("transitions.a[0]: unknown stage \"zz\""),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = serve_expecting_exit(&[
+        "--tls-cert-file",
+        "/no/tls.crt",
+        "--tls-key-file",
+        "/no/tls.key",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("/no/tls.crt"), "{}", stderr(&o));
+
+    let o = serve_expecting_exit(&["--tls-cert-file", "/no/tls.crt"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    let o = serve_expecting_exit(&["--log-format", "yaml"]);
+    assert_eq!(o.status.code(), Some(2));
+}
