@@ -27,13 +27,12 @@ pub const CA_KEY_FILE: &str = "ca.key";
 pub const CERT_FILE: &str = "tls.crt";
 pub const KEY_FILE: &str = "tls.key";
 
-const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 const SERVING_VALIDITY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// Backdating tolerates clocks that run a little behind ours (the API server's, a laptop's).
 const BACKDATE: Duration = Duration::from_secs(60 * 60);
 /// Development certificates closer than this to their end are replaced rather than reused.
-const DEV_RENEW_BEFORE: Duration = DAY;
+const DEV_RENEW_BEFORE: Duration = Duration::from_secs(24 * 60 * 60);
 const CA_COMMON_NAME: &str = "stage-guard CA";
 
 /// The Service `serve`'s development certificate is also valid for (deploy/ uses these names).
@@ -48,23 +47,20 @@ pub enum CertError {
     NoSans,
     #[error("the system clock is outside the range certificates can express")]
     Clock,
-    #[error("generating the {what}: {source}")]
+    #[error("generating the {what}: {cause}")]
     Generate {
         what: &'static str,
-        #[source]
-        source: rcgen::Error,
+        cause: rcgen::Error,
     },
-    #[error("creating directory {}: {source}", path.display())]
+    #[error("creating directory {}: {cause}", path.display())]
     CreateDir {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("writing {}: {source}", path.display())]
+    #[error("writing {}: {cause}", path.display())]
     Write {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -115,9 +111,9 @@ fn generate_bundle_at(sans: &[String], now: SystemTime) -> Result<CertBundle, Ce
     let ca_params = ca_params(now)?;
     let ca_cert = ca_params
         .self_signed(&ca_key)
-        .map_err(|source| CertError::Generate {
+        .map_err(|cause| CertError::Generate {
             what: "CA certificate",
-            source,
+            cause,
         })?;
     let ca_pem = ca_cert.pem();
     let issuer = Issuer::new(ca_params, ca_key);
@@ -128,9 +124,9 @@ fn generate_bundle_at(sans: &[String], now: SystemTime) -> Result<CertBundle, Ce
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let cert = params
         .signed_by(&key, &issuer)
-        .map_err(|source| CertError::Generate {
+        .map_err(|cause| CertError::Generate {
             what: "serving certificate",
-            source,
+            cause,
         })?;
 
     Ok(CertBundle {
@@ -148,9 +144,9 @@ pub fn write_bundle(
     bundle: &CertBundle,
     include_ca_key: bool,
 ) -> Result<(), CertError> {
-    fs::create_dir_all(dir).map_err(|source| CertError::CreateDir {
+    fs::create_dir_all(dir).map_err(|cause| CertError::CreateDir {
         path: dir.to_owned(),
-        source,
+        cause,
     })?;
     if include_ca_key {
         write_file(&dir.join(CA_KEY_FILE), &bundle.ca_key_pem, true)?;
@@ -183,11 +179,13 @@ pub fn ensure_dev_certs(dir: &Path) -> Result<DevCerts, CertError> {
     };
     match reusable(&dev) {
         Ok(()) => return Ok(dev),
-        Err(reason) => tracing::debug!(
+        // A first run finds nothing; only replacing files someone may have looked at is worth telling.
+        Err(reason) if dev.cert_path.exists() => tracing::info!(
             dir = %dir.display(),
             reason = %reason,
-            "development certificates not reusable; generating new ones"
+            "replacing development certificates"
         ),
+        Err(_) => {}
     }
     let bundle = generate_bundle(&dev_sans())?;
     write_bundle(dir, &bundle, false)?;
@@ -267,8 +265,8 @@ fn parse_san(san: &str) -> Result<SanType, CertError> {
     };
     // A wildcard is only meaningful as the whole leftmost label.
     let checked = san.strip_prefix("*.").unwrap_or(san);
-    DnsName::try_from(checked).map_err(|_| invalid())?;
-    if san.ends_with('.') {
+    // A SAN dNSName carries no trailing root dot.
+    if san.ends_with('.') || DnsName::try_from(checked).is_err() {
         return Err(invalid());
     }
     Ok(SanType::DnsName(san.try_into().map_err(|_| invalid())?))
@@ -276,11 +274,11 @@ fn parse_san(san: &str) -> Result<SanType, CertError> {
 
 fn new_key(what: &'static str) -> Result<KeyPair, CertError> {
     KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|source| CertError::Generate { what, source })
+        .map_err(|cause| CertError::Generate { what, cause })
 }
 
 /// The CA's parameters. The subject is fixed so that tests can re-create an issuer from a bundle's CA key.
-pub(crate) fn ca_params(now: SystemTime) -> Result<CertificateParams, CertError> {
+fn ca_params(now: SystemTime) -> Result<CertificateParams, CertError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
@@ -297,15 +295,15 @@ pub(crate) fn ca_params(now: SystemTime) -> Result<CertificateParams, CertError>
 }
 
 /// Parameters common to the certificates the CA signs; the caller adds SANs and extended key usage.
-pub(crate) fn leaf_params(
-    now: SystemTime,
-    common_name: &str,
-) -> Result<CertificateParams, CertError> {
+fn leaf_params(now: SystemTime, common_name: &str) -> Result<CertificateParams, CertError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
+    // X.509 caps a CN at 64 characters; longer names live in the SANs alone, which is where clients look.
+    if common_name.len() <= 64 {
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+    }
     set_validity(&mut params, now, SERVING_VALIDITY)?;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -338,9 +336,9 @@ fn set_validity(
 }
 
 fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), CertError> {
-    let error = |source| CertError::Write {
+    let error = |cause| CertError::Write {
         path: path.to_owned(),
-        source,
+        cause,
     };
     // Write a sibling and rename it into place, so a reader never sees a half-written file.
     let file_name = path
@@ -484,8 +482,11 @@ mod tests {
             let constraints = ca.basic_constraints().unwrap().unwrap().value;
             assert!(constraints.ca);
             assert!(ca.key_usage().unwrap().unwrap().value.key_cert_sign());
-            let years = (ca.validity().not_after.timestamp() - now) / (365 * 86_400);
-            assert_eq!(years, 9, "CA should last 10 years less a little");
+            let remaining = ca.validity().not_after.timestamp() - now;
+            assert!(
+                (remaining - 3650 * 86_400).abs() < 86_400,
+                "CA lasts {remaining} s"
+            );
             assert_eq!(
                 ca.public_key().algorithm.algorithm,
                 x509_parser::oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY

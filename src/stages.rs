@@ -295,8 +295,9 @@ mod tests {
     #[test]
     fn decision_table_rows_on_the_default_chain() {
         let g = chain();
+        type Row<'a> = (Option<&'a str>, Option<&'a str>, bool, bool, Reason);
         #[rustfmt::skip]
-        let rows: &[(Option<&str>, Option<&str>, bool, bool, Reason)] = &[
+        let rows: &[Row] = &[
             // O = N, including both absent and an unknown value left unchanged
             (None, None, false, false, Reason::Unchanged),
             (A, A, false, false, Reason::Unchanged),

@@ -394,6 +394,7 @@ fn serve_expecting_exit(args: &[&str]) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("serve {args:?} kept running; it should have refused to start");
 }
 

@@ -25,28 +25,16 @@ pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 pub enum TlsError {
     #[error("{}: file not found", path.display())]
     Missing { path: PathBuf },
-    #[error("reading {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{}: malformed PEM: {source}", path.display())]
-    Pem {
-        path: PathBuf,
-        #[source]
-        source: pem::Error,
-    },
+    #[error("reading {}: {cause}", path.display())]
+    Read { path: PathBuf, cause: io::Error },
+    #[error("{}: malformed PEM: {cause}", path.display())]
+    Pem { path: PathBuf, cause: pem::Error },
     #[error("{}: no certificate in PEM (expected a CERTIFICATE block)", path.display())]
     NoCertificate { path: PathBuf },
     #[error("{}: no private key in PEM (expected a PKCS#8, PKCS#1 or SEC1 private key block)", path.display())]
     NoPrivateKey { path: PathBuf },
-    #[error("{}: unusable private key: {source}", path.display())]
-    UnusableKey {
-        path: PathBuf,
-        #[source]
-        source: rustls::Error,
-    },
+    #[error("{}: unusable private key: {cause}", path.display())]
+    UnusableKey { path: PathBuf, cause: rustls::Error },
     #[error("{}: invalid certificate: {reason}", path.display())]
     BadCertificate { path: PathBuf, reason: String },
     #[error("private key {} does not match the certificate in {}", key.display(), cert.display())]
@@ -54,7 +42,7 @@ pub enum TlsError {
     #[error("bad client CA {}: {reason}", path.display())]
     BadClientCa { path: PathBuf, reason: String },
     #[error("building the TLS server configuration: {0}")]
-    Config(#[source] rustls::Error),
+    Config(rustls::Error),
 }
 
 /// The ring provider, built once; every rustls builder in stage-guard gets it explicitly.
@@ -96,10 +84,10 @@ pub fn parse_certified_key(
                 path: key_path.to_owned(),
             });
         }
-        Err(source) => {
+        Err(cause) => {
             return Err(TlsError::Pem {
                 path: key_path.to_owned(),
-                source,
+                cause,
             });
         }
     };
@@ -119,9 +107,9 @@ pub fn parse_certified_key(
     let signing_key = crypto_provider()
         .key_provider
         .load_private_key(key_der)
-        .map_err(|source| TlsError::UnusableKey {
+        .map_err(|cause| TlsError::UnusableKey {
             path: key_path.to_owned(),
-            source,
+            cause,
         })?;
     let certified = CertifiedKey::new(chain, signing_key);
     match certified.keys_match() {
@@ -237,9 +225,11 @@ pub enum ReloadEvent {
 }
 
 /// Polls `cert` and `key` every `interval` until the future is dropped. When their bytes differ from the
-/// pair last seen (loaded or refused), loads them: a good pair replaces the resolver's, a bad one is logged
-/// once and the last good pair stays. The files are opened through their paths each time, which follows
-/// kubelet's atomic `..data` symlink swap of a mounted Secret.
+/// pair last seen (loaded or refused), loads them: a good pair replaces the resolver's at once; a bad one is
+/// logged and reported once, when a second poll finds the same bytes (the two files are read one after the
+/// other, so a poll that falls inside an update can see a new certificate with the old key), and the last
+/// good pair stays. The files are opened through their paths each time, which follows kubelet's atomic
+/// `..data` symlink swap of a mounted Secret.
 pub async fn watch_cert_files(
     resolver: Arc<ReloadingCertResolver>,
     cert: PathBuf,
@@ -250,53 +240,106 @@ pub async fn watch_cert_files(
     // tokio's interval panics on zero.
     let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(1)));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_seen: Option<Observed> = None;
+    let mut watch = CertWatch::new(cert, key);
     loop {
         ticker.tick().await;
-        let read = read_pair(&cert, &key).await;
-        let observed = match &read {
-            Ok((cert_pem, key_pem)) => Observed::Files(cert_pem.clone(), key_pem.clone()),
-            Err(e) => Observed::Unreadable(e.to_string()),
-        };
-        if last_seen.as_ref() == Some(&observed) {
-            continue;
-        }
-        let first = last_seen.is_none();
-        last_seen = Some(observed);
-
-        let loaded = read
-            .and_then(|(cert_pem, key_pem)| parse_certified_key(&cert, &cert_pem, &key, &key_pem));
-        match loaded {
-            // The files still hold the pair the server started with: nothing was reloaded.
-            Ok(loaded) if first && loaded.key.cert == resolver.current_key().cert => {}
-            Ok(loaded) => {
-                let not_after_unix = loaded.not_after_unix;
-                resolver.replace(loaded);
-                tracing::info!(
-                    cert = %cert.display(),
-                    not_after = %format_unix(not_after_unix),
-                    "TLS certificate reloaded"
-                );
-                on_event(ReloadEvent::Reloaded { not_after_unix });
-            }
-            Err(error) => {
-                tracing::error!(
-                    cert = %cert.display(),
-                    key = %key.display(),
-                    error = %error,
-                    "TLS certificate reload refused; keeping the previous certificate"
-                );
-                on_event(ReloadEvent::Failed { error });
-            }
+        let read = read_pair(&watch.cert, &watch.key).await;
+        if let Some(event) = watch.observe(read, &resolver) {
+            on_event(event);
         }
     }
 }
 
-/// The state of the files at one poll, compared with the previous poll to detect changes.
+/// The decisions of [`watch_cert_files`], one poll at a time.
+struct CertWatch {
+    cert: PathBuf,
+    key: PathBuf,
+    /// The files as last loaded or reported as refused; `None` before the first poll.
+    settled: Option<Observed>,
+    /// Refused files seen once, not reported yet.
+    suspect: Option<Observed>,
+}
+
+/// The files' contents at one poll, or why they could not be read.
 #[derive(PartialEq, Eq)]
 enum Observed {
     Files(Vec<u8>, Vec<u8>),
     Unreadable(String),
+}
+
+impl CertWatch {
+    fn new(cert: PathBuf, key: PathBuf) -> Self {
+        Self {
+            cert,
+            key,
+            settled: None,
+            suspect: None,
+        }
+    }
+
+    fn observe(
+        &mut self,
+        read: Result<(Vec<u8>, Vec<u8>), TlsError>,
+        resolver: &ReloadingCertResolver,
+    ) -> Option<ReloadEvent> {
+        let observed = match &read {
+            Ok((cert_pem, key_pem)) => Observed::Files(cert_pem.clone(), key_pem.clone()),
+            Err(e) => Observed::Unreadable(e.to_string()),
+        };
+        if self.settled.as_ref() == Some(&observed) {
+            self.suspect = None;
+            return None;
+        }
+        let first = self.settled.is_none();
+        let loaded = read.and_then(|(cert_pem, key_pem)| {
+            parse_certified_key(&self.cert, &cert_pem, &self.key, &key_pem)
+        });
+        match loaded {
+            // The files still hold the pair the server started with: nothing to reload.
+            Ok(loaded) if first && loaded.key.cert == resolver.current_key().cert => {
+                self.settle(observed);
+                None
+            }
+            Ok(loaded) => {
+                self.settle(observed);
+                let not_after_unix = loaded.not_after_unix;
+                resolver.replace(loaded);
+                tracing::info!(
+                    cert = %self.cert.display(),
+                    not_after = %format_unix(not_after_unix),
+                    "TLS certificate reloaded"
+                );
+                // Served anyway: refusing it would leave the previous one, which is older still.
+                if not_after_unix < unix_now() {
+                    tracing::warn!(
+                        cert = %self.cert.display(),
+                        not_after = %format_unix(not_after_unix),
+                        "the reloaded TLS certificate has already expired"
+                    );
+                }
+                Some(ReloadEvent::Reloaded { not_after_unix })
+            }
+            Err(error) if self.suspect.as_ref() == Some(&observed) => {
+                self.settle(observed);
+                tracing::error!(
+                    cert = %self.cert.display(),
+                    key = %self.key.display(),
+                    error = %error,
+                    "TLS certificate reload refused; keeping the previous certificate"
+                );
+                Some(ReloadEvent::Failed { error })
+            }
+            Err(_) => {
+                self.suspect = Some(observed);
+                None
+            }
+        }
+    }
+
+    fn settle(&mut self, observed: Observed) {
+        self.settled = Some(observed);
+        self.suspect = None;
+    }
 }
 
 /// A TLS handshake on an accepted connection, given up after `timeout`; the connection is then closed.
@@ -317,9 +360,9 @@ pub async fn accept_with_timeout(
 fn parse_certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Pem {
+        .map_err(|cause| TlsError::Pem {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate {
@@ -330,7 +373,7 @@ fn parse_certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'sta
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| read_error(path, source))
+    std::fs::read(path).map_err(|e| read_error(path, e))
 }
 
 async fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
@@ -341,16 +384,22 @@ async fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsErr
     Ok((cert_pem, key_pem))
 }
 
-fn read_error(path: &Path, source: io::Error) -> TlsError {
-    match source.kind() {
+fn read_error(path: &Path, cause: io::Error) -> TlsError {
+    match cause.kind() {
         io::ErrorKind::NotFound => TlsError::Missing {
             path: path.to_owned(),
         },
         _ => TlsError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         },
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn format_unix(secs: i64) -> String {
@@ -457,6 +506,9 @@ pub(crate) mod testing {
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![super::ALPN_HTTP1.to_vec()];
+        // Every connection does a full handshake, so it shows the certificate the server serves now (a
+        // resumed session reports the certificate of the session it resumes).
+        config.resumption = rustls::client::Resumption::disabled();
         Arc::new(config)
     }
 
@@ -631,62 +683,33 @@ mod tests {
         );
         let missing = dir.path().join("missing.pem");
 
-        let cases: [(&Path, &Path, fn(&TlsError) -> bool, &str); 7] = [
-            (
-                &missing,
-                &good_key,
-                |e| matches!(e, TlsError::Missing { .. }),
-                "missing cert",
-            ),
-            (
-                &good_cert,
-                &missing,
-                |e| matches!(e, TlsError::Missing { .. }),
-                "missing key",
-            ),
-            (
-                &empty,
-                &good_key,
-                |e| matches!(e, TlsError::NoCertificate { .. }),
-                "empty cert",
-            ),
-            (
-                &garbage,
-                &good_key,
-                |e| matches!(e, TlsError::NoCertificate { .. }),
-                "garbage cert",
-            ),
-            (
-                &truncated,
-                &good_key,
-                |e| matches!(e, TlsError::Pem { .. }),
-                "truncated cert",
-            ),
-            (
-                &good_cert,
-                &empty,
-                |e| matches!(e, TlsError::NoPrivateKey { .. }),
-                "empty key",
-            ),
+        fn variant(error: &TlsError) -> &'static str {
+            match error {
+                TlsError::Missing { .. } => "Missing",
+                TlsError::NoCertificate { .. } => "NoCertificate",
+                TlsError::NoPrivateKey { .. } => "NoPrivateKey",
+                TlsError::Pem { .. } => "Pem",
+                _ => "other",
+            }
+        }
+        // (cert file, key file, expected error, the file the message must name)
+        let cases = [
+            (&missing, &good_key, "Missing", &missing),
+            (&good_cert, &missing, "Missing", &missing),
+            (&empty, &good_key, "NoCertificate", &empty),
+            (&garbage, &good_key, "NoCertificate", &garbage),
+            (&truncated, &good_key, "Pem", &truncated),
+            (&good_cert, &empty, "NoPrivateKey", &empty),
+            (&good_cert, &garbage, "NoPrivateKey", &garbage),
             // A certificate where the key should be: PEM, but no private key in it.
-            (
-                &good_cert,
-                &good_cert,
-                |e| matches!(e, TlsError::NoPrivateKey { .. }),
-                "cert as key",
-            ),
+            (&good_cert, &good_cert, "NoPrivateKey", &good_cert),
         ];
-        for (cert, key, expected, case) in cases {
+        for (cert, key, expected, named) in cases {
             let error = load_certified_key(cert, key).unwrap_err();
-            assert!(expected(&error), "{case}: unexpected {error:?}");
-            let named = if matches!(error, TlsError::NoPrivateKey { .. }) || case == "missing key" {
-                key
-            } else {
-                cert
-            };
+            assert_eq!(variant(&error), expected, "{cert:?} + {key:?}: {error:?}");
             assert!(
                 error.to_string().contains(&*named.to_string_lossy()),
-                "{case}: message does not name the file: {error}"
+                "message does not name {named:?}: {error}"
             );
         }
     }
@@ -863,9 +886,77 @@ mod tests {
         watcher.abort();
     }
 
-    /// Client certificates issued by a bundle's CA, for the client-auth tests.
-    fn client_identity(ca: &CertBundle) -> (String, String) {
-        certs::issue_client_cert(ca, "kube-apiserver")
+    fn pair(cert: &CertBundle, key: &CertBundle) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
+        Ok((cert.cert_pem.clone().into(), key.key_pem.clone().into()))
+    }
+
+    #[test]
+    fn a_torn_read_is_skipped_and_a_lasting_refusal_reported_once() {
+        let (a, b, c, d) = (
+            bundle("localhost"),
+            bundle("localhost"),
+            bundle("localhost"),
+            bundle("localhost"),
+        );
+        let resolver = resolver_for(&a);
+        let mut watch = CertWatch::new("tls.crt".into(), "tls.key".into());
+        let is_reload = |e: &Option<ReloadEvent>| matches!(e, Some(ReloadEvent::Reloaded { .. }));
+        let is_mismatch = |e: &Option<ReloadEvent>| {
+            matches!(
+                e,
+                Some(ReloadEvent::Failed {
+                    error: TlsError::KeyMismatch { .. }
+                })
+            )
+        };
+
+        assert!(
+            watch.observe(pair(&a, &a), &resolver).is_none(),
+            "start-up pair"
+        );
+        // Polled mid-update: the new certificate with the old key.
+        assert!(
+            watch.observe(pair(&b, &a), &resolver).is_none(),
+            "torn read"
+        );
+        assert!(is_reload(&watch.observe(pair(&b, &b), &resolver)));
+        assert_eq!(resolver.current_key().cert[0], leaf_der(&b.cert_pem));
+        assert!(
+            watch.observe(pair(&b, &b), &resolver).is_none(),
+            "unchanged"
+        );
+
+        assert!(
+            watch.observe(pair(&c, &d), &resolver).is_none(),
+            "first sight"
+        );
+        assert!(is_mismatch(&watch.observe(pair(&c, &d), &resolver)));
+        for _ in 0..3 {
+            assert!(
+                watch.observe(pair(&c, &d), &resolver).is_none(),
+                "reported again"
+            );
+        }
+        assert_eq!(resolver.current_key().cert[0], leaf_der(&b.cert_pem));
+
+        // Files that cannot be read count as a refused pair too.
+        let missing = || {
+            Err(TlsError::Missing {
+                path: "tls.key".into(),
+            })
+        };
+        assert!(watch.observe(missing(), &resolver).is_none());
+        assert!(matches!(
+            watch.observe(missing(), &resolver),
+            Some(ReloadEvent::Failed {
+                error: TlsError::Missing { .. }
+            })
+        ));
+        assert!(watch.observe(missing(), &resolver).is_none());
+        assert!(
+            is_reload(&watch.observe(pair(&a, &a), &resolver)),
+            "back to a good pair"
+        );
     }
 
     #[tokio::test]
@@ -880,8 +971,8 @@ mod tests {
         );
         let config = server_config(resolver_for(&serving), Some(&ca_file)).unwrap();
         let server = spawn_echo_server(config).await;
-        let trusted = client_identity(&client_ca);
-        let untrusted = client_identity(&other_ca);
+        let trusted = certs::issue_client_cert(&client_ca, "kube-apiserver");
+        let untrusted = certs::issue_client_cert(&other_ca, "kube-apiserver");
 
         for version in BOTH_VERSIONS {
             let versions = &[*version][..];
@@ -985,9 +1076,7 @@ mod tests {
         )
         .await
         .expect("accept_with_timeout did not return");
-        let error = result
-            .err()
-            .expect("handshake with a silent client succeeded");
+        let error = result.expect_err("handshake with a silent client succeeded");
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
 
         // The server side is closed: the client reads end-of-stream (or a reset), not a hang.
