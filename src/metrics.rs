@@ -52,6 +52,7 @@ pub struct Metrics {
     denials: Family<ReasonLabels, Counter>,
     tls_reloads: Family<ResultLabels, Counter>,
     cert_not_after: Gauge,
+    patches: Counter,
 }
 
 /// The operation label of a body that is not an AdmissionReview (its operation is not known).
@@ -75,6 +76,7 @@ impl Metrics {
         let denials = Family::<ReasonLabels, Counter>::default();
         let tls_reloads = Family::<ResultLabels, Counter>::default();
         let cert_not_after = Gauge::default();
+        let patches = Counter::default();
 
         registry.register(
             "stage_guard_admission_requests",
@@ -97,6 +99,11 @@ impl Metrics {
             denials.clone(),
         );
         registry.register(
+            "stage_guard_patches",
+            "Mutating reviews answered with a JSON Patch",
+            patches.clone(),
+        );
+        registry.register(
             "stage_guard_tls_reloads",
             "Attempts to load a changed serving certificate, by result",
             tls_reloads.clone(),
@@ -113,7 +120,7 @@ impl Metrics {
                 webhook: webhook.as_str(),
             }));
             let decisions: &[&'static str] = match webhook {
-                Webhook::Mutate => &["allowed", "patched"],
+                Webhook::Mutate => &["allowed"],
                 Webhook::Validate => &["allowed", "denied", "warned"],
             };
             for operation in ["CREATE", "UPDATE"] {
@@ -163,6 +170,7 @@ impl Metrics {
             denials,
             tls_reloads,
             cert_not_after,
+            patches,
         }
     }
 
@@ -180,7 +188,10 @@ impl Metrics {
                 webhook: webhook.as_str(),
             })
             .observe(elapsed.as_secs_f64());
-        if webhook != Webhook::Validate {
+        if webhook == Webhook::Mutate {
+            if record.patched {
+                self.patches.inc();
+            }
             return;
         }
         match (record.decision, record.reason) {
@@ -275,6 +286,7 @@ mod tests {
             transition: "waiting-pr-created->evil-stage".into(),
             stage_changed: true,
             decision: "warned",
+            patched: false,
             reason: Some(Reason::UnknownStage),
             from_label: "waiting-pr-created".into(),
             to_label: "unknown".into(),

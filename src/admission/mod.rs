@@ -44,8 +44,10 @@ pub struct Record {
     pub transition: String,
     /// The stage changed (`O ≠ N`).
     pub stage_changed: bool,
-    /// `allowed`, `denied`, `warned`; the mutating webhook says `patched` when it returns a patch.
+    /// `allowed`, `denied` or `warned` (the mutating webhook always allows).
     pub decision: &'static str,
+    /// The mutating webhook returned a JSON Patch.
+    pub patched: bool,
     pub reason: Option<Reason>,
     /// Metric labels for `O` and `N`: a configured stage, `none`, or `unknown`.
     pub from_label: String,
@@ -137,6 +139,7 @@ impl<'r> Observed<'r> {
             transition: format!("{}->{}", show_stage(self.from), show_stage(self.to)),
             stage_changed: self.judged && self.from != self.to,
             decision: "allowed",
+            patched: false,
             reason: None,
             from_label: metric_label(self.from),
             to_label: metric_label(self.to),
@@ -249,7 +252,7 @@ fn mutate(
     }
     let patch = mutate::patch_for(policy, &plan, req);
     if !patch.0.is_empty() {
-        record.decision = "patched";
+        record.patched = true;
         record.message = format!("{} operation(s) patched", patch.0.len());
     }
     record.stage_changed = plan.recorded.is_some();
