@@ -188,11 +188,14 @@ async fn review(
 }
 
 /// One line per stage change, denial or warning at info; everything else (mostly the Argo controller's
-/// status writes) at debug.
+/// status writes, and the mutating webhook's stamping) at debug.
 fn log_answer(webhook: Webhook, answer: &Answer, elapsed: std::time::Duration) {
     let r = &answer.record;
-    let notable =
-        r.stage_changed || r.decision == "denied" || r.decision == "warned" || r.warnings > 0;
+    // The validating webhook owns the decision, so it logs the change; the mutating one only its warnings.
+    let notable = match webhook {
+        Webhook::Validate => r.stage_changed || r.decision != "allowed" || r.warnings > 0,
+        Webhook::Mutate => r.warnings > 0,
+    };
     macro_rules! emit {
         ($level:expr) => {
             tracing::event!(
