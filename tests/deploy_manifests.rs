@@ -316,31 +316,34 @@ fn match_conditions(hook: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The conditions compiled once, as the API server does when the configuration is written.
+fn compile(conditions: &[(String, String)]) -> Vec<(String, cel::Program)> {
+    conditions
+        .iter()
+        .map(|(name, expression)| {
+            let program = cel::Program::compile(expression)
+                .unwrap_or_else(|e| panic!("condition {name} does not compile: {e}"));
+            (name.clone(), program)
+        })
+        .collect()
+}
+
 /// What the API server does with `conditions` for one request: `Ok(true)` sends it to the webhook
 /// (every condition true), `Ok(false)` skips it (one false); an evaluation error is `Err`.
 fn api_server_sends(
-    conditions: &[(String, String)],
+    conditions: &[(String, cel::Program)],
     review_request: &Value,
 ) -> Result<bool, String> {
     let mut request = review_request.clone();
-    let object = request
-        .as_object_mut()
-        .unwrap()
-        .remove("object")
-        .unwrap_or(Value::Null);
-    let old_object = request
-        .as_object_mut()
-        .unwrap()
-        .remove("oldObject")
-        .unwrap_or(Value::Null);
+    let fields = request.as_object_mut().unwrap();
+    let object = fields.remove("object").unwrap_or(Value::Null);
+    let old_object = fields.remove("oldObject").unwrap_or(Value::Null);
     let mut context = cel::Context::default();
     context.add_variable("object", &object).unwrap();
     context.add_variable("oldObject", &old_object).unwrap();
     context.add_variable("request", &request).unwrap();
     let mut sends = true;
-    for (name, expression) in conditions {
-        let program = cel::Program::compile(expression)
-            .map_err(|e| format!("condition {name} does not compile: {e}"))?;
+    for (name, program) in conditions {
         match program.execute(&context) {
             Ok(cel::Value::Bool(value)) => sends &= value,
             Ok(other) => return Err(format!("condition {name} gave a non-bool: {other:?}")),
@@ -748,7 +751,7 @@ fn match_conditions_send_exactly_the_fixture_requests_they_should() {
 
     let mut seen = BTreeSet::new();
     for kind in [MUTATING, VALIDATING] {
-        let conditions = match_conditions(webhook(&docs, kind));
+        let conditions = compile(&match_conditions(webhook(&docs, kind)));
         for path in &fixtures {
             let fixture: Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
             let expect = str_at(&fixture, "/expect");
@@ -838,7 +841,7 @@ fn match_conditions_agree_with_the_rule_on_every_combination() {
     };
 
     for kind in [MUTATING, VALIDATING] {
-        let conditions = match_conditions(webhook(&docs, kind));
+        let conditions = compile(&match_conditions(webhook(&docs, kind)));
         let (mut sent, mut skipped) = (0, 0);
         for old_labels in &label_states {
             for new_labels in &label_states {
@@ -1082,7 +1085,7 @@ fn static_certs_one_command_setup_works_with_stage_guard_certs() {
     let root = deploy_copy();
     let certs = root.path().join("deploy/overlays/static-certs/certs");
     // The documented command, run the way a shell would: stdout redirected into certs/ca-bundle.
-    let status = Command::new(stage_guard_bin())
+    let run = Command::new(stage_guard_bin())
         .args([
             "certs",
             "--service",
@@ -1093,9 +1096,14 @@ fn static_certs_one_command_setup_works_with_stage_guard_certs() {
         ])
         .arg(&certs)
         .stdout(fs::File::create(certs.join("ca-bundle")).unwrap())
-        .status()
+        .stderr(Stdio::piped())
+        .output()
         .unwrap();
-    assert!(status.success(), "stage-guard certs failed");
+    assert!(
+        run.status.success(),
+        "stage-guard certs failed:\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     for file in ["ca.crt", "ca.key", "tls.crt", "tls.key"] {
         assert!(
             certs.join(file).is_file(),
