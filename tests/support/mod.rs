@@ -1,0 +1,19 @@
+//! The end-to-end harness: the stage-guard process, an HTTPS client that behaves like
+//! kube-apiserver's webhook client, and an API server simulation (store, optimistic concurrency,
+//! admission order) that calls the webhook and checks its answers like the real one.
+// Each test file uses a different part of the harness.
+#![allow(dead_code, unused_imports)]
+
+pub mod apiserver;
+pub mod checks;
+pub mod client;
+pub mod fixtures;
+pub mod patch;
+pub mod process;
+pub mod review;
+pub mod store;
+pub mod time;
+
+pub use apiserver::{ApiError, ApiServer, CallRecord, Outcome, Patch, Stored};
+pub use process::Webhook;
+pub use review::{Hook, Operation, ReviewRequest, UserInfo};
