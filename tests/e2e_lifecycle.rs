@@ -425,3 +425,40 @@ async fn a_second_signal_exits_at_once() {
         .expect("the second signal exits at once");
     assert_ne!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_beyond_the_connection_bound_wait_instead_of_failing() {
+    let webhook = Webhook::builder().args(&["--max-connections", "2"]).start();
+    let trust = client(
+        &[&std::fs::read_to_string(webhook.ca_file()).unwrap()],
+        None,
+    );
+    let mut first = tls_connect(webhook.webhook_addr, trust.clone())
+        .await
+        .unwrap();
+    let mut second = tls_connect(webhook.webhook_addr, trust.clone())
+        .await
+        .unwrap();
+    assert_eq!(review(&mut first, "one").await.unwrap(), "one");
+    assert_eq!(review(&mut second, "two").await.unwrap(), "two");
+
+    // A third client connects (the kernel queues it) but is not served while both slots are taken.
+    let addr = webhook.webhook_addr;
+    let mut third = tokio::spawn(async move {
+        let mut s = tls_connect(addr, trust).await?;
+        review(&mut s, "three").await
+    });
+    let waited = tokio::time::timeout(Duration::from_millis(800), &mut third).await;
+    assert!(
+        waited.is_err(),
+        "the third client was served beyond the bound: {waited:?}"
+    );
+
+    // Once a slot frees up, it is served.
+    drop(first);
+    let served = tokio::time::timeout(WAIT, third)
+        .await
+        .expect("the third client is served once a slot frees");
+    assert_eq!(served.unwrap().unwrap(), "three");
+    assert_eq!(review(&mut second, "two-again").await.unwrap(), "two-again");
+}
