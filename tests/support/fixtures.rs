@@ -26,6 +26,8 @@ const STARTED: &str = "2026-11-26T09:22:46Z";
 /// A full configuration file (every key spelled out), defaults as in SPEC 2.
 #[derive(Debug, Clone)]
 pub struct ConfigSpec {
+    pub label: &'static str,
+    pub history_annotation: &'static str,
     pub mode: &'static str,
     pub resubmit: &'static str,
     pub override_users: Vec<&'static str>,
@@ -39,6 +41,8 @@ pub struct ConfigSpec {
 impl Default for ConfigSpec {
     fn default() -> Self {
         ConfigSpec {
+            label: STAGE_LABEL,
+            history_annotation: HISTORY,
             mode: "enforce",
             resubmit: "reset",
             override_users: Vec::new(),
@@ -59,7 +63,7 @@ fn yaml_list(items: &[&str]) -> String {
 impl ConfigSpec {
     pub fn yaml(&self) -> String {
         let mut y = String::new();
-        y.push_str(&format!("label: {STAGE_LABEL}\nstages:\n"));
+        y.push_str(&format!("label: {}\nstages:\n", self.label));
         for s in STAGES {
             y.push_str(&format!("  - {s}\n"));
         }
@@ -74,8 +78,8 @@ impl ConfigSpec {
         }
         y.push_str(&format!("mode: {}\n", self.mode));
         y.push_str(&format!(
-            "history:\n  annotation: {HISTORY}\n  limit: {}\n  required: {}\n",
-            self.history_limit, self.history_required
+            "history:\n  annotation: {}\n  limit: {}\n  required: {}\n",
+            self.history_annotation, self.history_limit, self.history_required
         ));
         y.push_str(&format!(
             "override:\n  annotation: {OVERRIDE}\n  users: {}\n  groups: {}\n",
