@@ -123,6 +123,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        let signals = match server::ShutdownSignals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("stage-guard: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let server = match Server::bind(opts, policy).await {
             Ok(s) => s,
             Err(e) => {
@@ -130,7 +137,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return usage_error(e);
             }
         };
-        match server.run(server::shutdown_signal()).await {
+        match server.run(signals.first()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "server failed");

@@ -306,34 +306,38 @@ async fn stopped(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|s| *s).await;
 }
 
-/// Resolves on the first SIGTERM or SIGINT; a second one exits the process at once.
-pub async fn shutdown_signal() {
-    first_signal().await;
-    tokio::spawn(async {
-        first_signal().await;
-        tracing::warn!("second signal: exiting now");
-        std::process::exit(1);
-    });
+/// SIGTERM and SIGINT, caught from the moment [`ShutdownSignals::install`] returns. Installing them
+/// before the listeners are bound matters: a signal that arrives between "listening" and the first
+/// poll of a lazily registered handler would otherwise kill the process without a drain.
+pub struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
 }
 
-async fn first_signal() {
-    #[cfg(unix)]
-    {
+impl ShutdownSignals {
+    /// Registers the handlers; needs a running Tokio runtime.
+    pub fn install() -> std::io::Result<ShutdownSignals> {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {},
-                    _ = tokio::signal::ctrl_c() => {},
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolves on the first signal; a second one exits the process at once.
+    pub async fn first(mut self) {
+        self.next().await;
+        tokio::spawn(async move {
+            self.next().await;
+            tracing::warn!("second signal: exiting now");
+            std::process::exit(1);
+        });
     }
 }
