@@ -170,14 +170,24 @@ pub fn workflow(stage: &str, history: &str, nodes: usize, resource_version: &str
 
 /// How many nodes make a Workflow of about `target` bytes (serialised).
 pub fn nodes_for(target: usize) -> usize {
-    let size = |n: usize| workflow(STAGE_A, &advanced_history(), n, "1000").to_string().len();
+    let size = |n: usize| {
+        workflow(STAGE_A, &advanced_history(), n, "1000")
+            .to_string()
+            .len()
+    };
     let base = size(0);
     let per_node = size(2).saturating_sub(size(1)).max(1);
     target.saturating_sub(base).div_ceil(per_node)
 }
 
 /// An AdmissionReview v1 UPDATE, fields in the order the API server writes them, split around the uid.
-fn template(name: &'static str, path: &'static str, user: &str, object: &Value, old: &Value) -> Template {
+fn template(
+    name: &'static str,
+    path: &'static str,
+    user: &str,
+    object: &Value,
+    old: &Value,
+) -> Template {
     let head = r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":""#;
     let gvk = r#"{"group":"argoproj.io","version":"v1alpha1","kind":"Workflow"}"#;
     let gvr = r#"{"group":"argoproj.io","version":"v1alpha1","resource":"workflows"}"#;
@@ -220,10 +230,34 @@ pub fn templates(object_bytes: usize) -> Vec<Template> {
     let advanced = workflow(STAGE_B, &stored, n, "1000");
     let advanced_stamped = workflow(STAGE_B, &advanced_history(), n, "1000");
     vec![
-        template("validate-unchanged", "/validate?timeout=10s", CONTROLLER_USER, &status_write, &old),
-        template("mutate-unchanged", "/mutate?timeout=10s", CONTROLLER_USER, &status_write, &old),
-        template("mutate-advance", "/mutate?timeout=10s", STEP_USER, &advanced, &old),
-        template("validate-advance", "/validate?timeout=10s", STEP_USER, &advanced_stamped, &old),
+        template(
+            "validate-unchanged",
+            "/validate?timeout=10s",
+            CONTROLLER_USER,
+            &status_write,
+            &old,
+        ),
+        template(
+            "mutate-unchanged",
+            "/mutate?timeout=10s",
+            CONTROLLER_USER,
+            &status_write,
+            &old,
+        ),
+        template(
+            "mutate-advance",
+            "/mutate?timeout=10s",
+            STEP_USER,
+            &advanced,
+            &old,
+        ),
+        template(
+            "validate-advance",
+            "/validate?timeout=10s",
+            STEP_USER,
+            &advanced_stamped,
+            &old,
+        ),
     ]
 }
 

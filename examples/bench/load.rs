@@ -75,7 +75,7 @@ pub fn prepare(templates: &[Template]) -> Arc<Vec<Prepared>> {
 }
 
 /// head + uid + tail, sent as three frames of known total length.
-struct ReviewBody {
+pub struct ReviewBody {
     frames: [Option<Bytes>; 3],
     next: usize,
     len: u64,
@@ -85,7 +85,10 @@ impl Body for ReviewBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = &mut *self;
         while this.next < this.frames.len() {
             let frame = this.frames[this.next].take();
@@ -106,7 +109,7 @@ impl Body for ReviewBody {
     }
 }
 
-type Sender = SendRequest<ReviewBody>;
+pub type Sender = SendRequest<ReviewBody>;
 
 /// Opens one keep-alive connection (TCP + TLS handshake + HTTP/1.1).
 pub async fn connect(target: &Target) -> anyhow::Result<Sender> {
@@ -191,10 +194,6 @@ impl Window {
             end: start + warmup + measure,
         }
     }
-
-    pub fn measured(&self) -> Duration {
-        self.end - self.measure_from
-    }
 }
 
 enum Outcome {
@@ -210,7 +209,11 @@ async fn send(sender: &mut Sender, target: &Target, t: &Prepared) -> Outcome {
     let uid = Bytes::copy_from_slice(uid.as_bytes());
     let len = (t.head.len() + uid.len() + t.tail.len()) as u64;
     let body = ReviewBody {
-        frames: [Some(t.head.clone()), Some(uid.clone()), Some(t.tail.clone())],
+        frames: [
+            Some(t.head.clone()),
+            Some(uid.clone()),
+            Some(t.tail.clone()),
+        ],
         next: 0,
         len,
     };
@@ -350,7 +353,9 @@ pub async fn open_loop(
     collect(tasks).await
 }
 
-async fn collect(tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Stats>>>) -> anyhow::Result<Stats> {
+async fn collect(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Stats>>>,
+) -> anyhow::Result<Stats> {
     let mut total = Stats::new();
     for t in tasks {
         total.merge(t.await??);

@@ -1,10 +1,12 @@
 //! Starting the two servers as child processes, waiting until they are ready, and reading their CPU
 //! time and memory from `/proc`.
 
-use std::io::{Read, Write};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -29,10 +31,10 @@ impl Kind {
 pub struct Setup {
     pub stage_guard_bin: PathBuf,
     pub baseline_bin: PathBuf,
+    /// A/B of two stage-guard builds: `baseline_bin` is another stage-guard, started like one.
+    pub baseline_is_stage_guard: bool,
     /// Development certificates (`ca.crt`, `tls.crt`, `tls.key`), written by stage-guard on first start.
     pub cert_dir: PathBuf,
-    /// Where server logs go.
-    pub work_dir: PathBuf,
 }
 
 /// A running server.
@@ -41,8 +43,7 @@ pub struct Server {
     child: Child,
     pub pid: u32,
     pub webhook: SocketAddr,
-    pub admin: SocketAddr,
-    log: PathBuf,
+    log: LogTail,
     /// From spawn to the first 200 on `/readyz`.
     pub start_to_ready: Duration,
 }
@@ -60,11 +61,11 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 }
 
 /// Spawns `kind` and polls `/readyz` every millisecond until it answers 200.
-pub fn start(setup: &Setup, kind: Kind, tag: &str) -> anyhow::Result<Server> {
+pub fn start(setup: &Setup, kind: Kind) -> anyhow::Result<Server> {
     // A port picked here may be taken before the server binds it; try again with others.
     let mut last = None;
     for _ in 0..3 {
-        match try_start(setup, kind, tag) {
+        match try_start(setup, kind) {
             Ok(s) => return Ok(s),
             Err(e) => last = Some(e),
         }
@@ -72,18 +73,29 @@ pub fn start(setup: &Setup, kind: Kind, tag: &str) -> anyhow::Result<Server> {
     Err(last.unwrap_or_else(|| anyhow::anyhow!("{} did not start", kind.name())))
 }
 
-fn try_start(setup: &Setup, kind: Kind, tag: &str) -> anyhow::Result<Server> {
+fn try_start(setup: &Setup, kind: Kind) -> anyhow::Result<Server> {
     let (webhook, admin) = (free_port()?, free_port()?);
-    let log = setup.work_dir.join(format!("{}-{tag}.log", kind.name()));
-    let log_file = std::fs::File::create(&log)?;
+    let stage_guard_like = kind == Kind::StageGuard || setup.baseline_is_stage_guard;
     let mut cmd = match kind {
-        Kind::StageGuard => {
-            let mut c = Command::new(&setup.stage_guard_bin);
+        _ if stage_guard_like => {
+            let bin = if kind == Kind::StageGuard {
+                &setup.stage_guard_bin
+            } else {
+                &setup.baseline_bin
+            };
+            let mut c = Command::new(bin);
             c.arg("serve").arg("--dev-cert-dir").arg(&setup.cert_dir);
-            c.args(["--log-format", "json", "--shutdown-delay", "0", "--shutdown-grace", "1"]);
+            c.args([
+                "--log-format",
+                "json",
+                "--shutdown-delay",
+                "0",
+                "--shutdown-grace",
+                "1",
+            ]);
             c
         }
-        Kind::Baseline => {
+        _ => {
             let mut c = Command::new(&setup.baseline_bin);
             c.arg("--tls-cert-file").arg(setup.cert_dir.join("tls.crt"));
             c.arg("--tls-key-file").arg(setup.cert_dir.join("tls.key"));
@@ -92,22 +104,32 @@ fn try_start(setup: &Setup, kind: Kind, tag: &str) -> anyhow::Result<Server> {
     };
     cmd.arg("--listen").arg(webhook.to_string());
     cmd.arg("--admin-listen").arg(admin.to_string());
-    cmd.env_remove("RUST_LOG").stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file);
+    cmd.env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
 
     let spawned = Instant::now();
-    let mut child = cmd.spawn().with_context(|| format!("spawning {}", kind.name()))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("spawning {}", kind.name()))?;
+    let log = LogTail::drain(&mut child);
     let deadline = spawned + Duration::from_secs(10);
     loop {
         if ready(admin) {
             break;
         }
         if let Some(status) = child.try_wait()? {
-            bail!("{} exited with {status} before it was ready:\n{}", kind.name(), tail(&log));
+            bail!(
+                "{} exited with {status} before it was ready:\n{}",
+                kind.name(),
+                log.text()
+            );
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("{} not ready within 10 s:\n{}", kind.name(), tail(&log));
+            bail!("{} not ready within 10 s:\n{}", kind.name(), log.text());
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -117,7 +139,6 @@ fn try_start(setup: &Setup, kind: Kind, tag: &str) -> anyhow::Result<Server> {
         pid: child.id(),
         child,
         webhook,
-        admin,
         log,
         start_to_ready,
     })
@@ -129,8 +150,7 @@ fn ready(admin: SocketAddr) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    if s
-        .write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .is_err()
     {
         return false;
@@ -146,24 +166,50 @@ fn ready(admin: SocketAddr) -> bool {
     buf[..got].starts_with(b"HTTP/1.1 200")
 }
 
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(10)..].join("\n")
+/// A server's stderr, drained by a thread as a container runtime drains it (a log file on disk would
+/// add the file system's stalls to the server's latency); the last lines are kept for error messages.
+#[derive(Clone)]
+struct LogTail(Arc<Mutex<VecDeque<String>>>);
+
+impl LogTail {
+    fn drain(child: &mut Child) -> LogTail {
+        let tail = LogTail(Arc::new(Mutex::new(VecDeque::new())));
+        if let Some(stderr) = child.stderr.take() {
+            let lines = tail.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    let mut kept = lines.0.lock().unwrap_or_else(PoisonError::into_inner);
+                    if kept.len() == 10 {
+                        kept.pop_front();
+                    }
+                    kept.push_back(line);
+                }
+            });
+        }
+        tail
+    }
+
+    fn text(&self) -> String {
+        let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 impl Server {
     /// Fails when the server has died (a crash under load must not pass as a slow run).
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
-            bail!("{} exited with {status}:\n{}", self.kind.name(), tail(&self.log));
+            bail!(
+                "{} exited with {status}:\n{}",
+                self.kind.name(),
+                self.log.text()
+            );
         }
         Ok(())
-    }
-
-    /// User + system CPU time of the whole process (all threads, finished ones included).
-    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
-        cpu_time_of(&format!("/proc/{}/stat", self.pid))
     }
 
     /// A `/proc/PID/status` field in KiB (`VmRSS`, `VmHWM`).
@@ -184,15 +230,27 @@ impl Server {
 /// Linux reports utime and stime in clock ticks of 1/100 s (USER_HZ) on every common architecture.
 const TICKS_PER_SECOND: u64 = 100;
 
+/// User + system CPU time of a process (all threads, finished ones included) from its `stat` file.
 pub fn cpu_time_of(stat_path: &str) -> anyhow::Result<Duration> {
     let text = std::fs::read_to_string(stat_path)?;
     // The command name may hold spaces; fields after it are plain numbers.
-    let rest = text.rsplit_once(')').map(|(_, r)| r).context("malformed stat")?;
+    let rest = text
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After ")": state is field 3 of stat(5), so utime (14) and stime (15) are at 11 and 12 here.
-    let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).context("utime")?;
-    let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).context("stime")?;
-    Ok(Duration::from_millis((utime + stime) * 1000 / TICKS_PER_SECOND))
+    let utime: u64 = fields
+        .get(11)
+        .and_then(|v| v.parse().ok())
+        .context("utime")?;
+    let stime: u64 = fields
+        .get(12)
+        .and_then(|v| v.parse().ok())
+        .context("stime")?;
+    Ok(Duration::from_millis(
+        (utime + stime) * 1000 / TICKS_PER_SECOND,
+    ))
 }
 
 pub fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {

@@ -1,8 +1,8 @@
 //! The HTTP routes: `/validate` and `/mutate` on the webhook listener, `/livez`, `/readyz` and `/metrics`
 //! on the admin listener. Handlers only read the body, call `admission::answer`, log and count.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use axum::Router;
@@ -12,6 +12,7 @@ use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::sync::Semaphore;
 
 use crate::admission::{self, Answer, Webhook};
 use crate::config::Policy;
@@ -21,6 +22,14 @@ use crate::verdict::show;
 /// Bodies above this size are answered on the blocking pool: parsing a 1 MiB Workflow takes long
 /// enough to stall other connections on the same runtime thread.
 const INLINE_BODY_BYTES: usize = 128 * 1024;
+
+/// Large reviews read or parsed at once: two per core, so one can be read while another is parsed.
+fn large_review_slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        Semaphore::new(2 * std::thread::available_parallelism().map_or(2, |n| n.get()))
+    })
+}
 
 /// What the handlers share.
 pub struct AppState {
@@ -135,6 +144,16 @@ async fn review(
             format!("body is larger than the limit of {limit} bytes"),
         );
     }
+    // A large review waits for a slot before its body is read, and keeps it until answered: memory
+    // stays bounded by the slots, not by the number of connections, and parses do not crowd the
+    // cores. Meanwhile its bytes wait in the kernel under TCP flow control.
+    let _slot = match declared {
+        Some(n) if n > INLINE_BODY_BYTES as u64 => match large_review_slots().acquire().await {
+            Ok(slot) => Some(slot),
+            Err(_) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+        },
+        _ => None,
+    };
     let body: Body = request.into_body();
     let bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
