@@ -462,3 +462,32 @@ async fn clients_beyond_the_connection_bound_wait_instead_of_failing() {
     assert_eq!(served.unwrap().unwrap(), "three");
     assert_eq!(review(&mut second, "two-again").await.unwrap(), "two-again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_trickles_in_is_cut_off_with_408() {
+    let webhook = Webhook::start();
+    let trust = client(
+        &[&std::fs::read_to_string(webhook.ca_file()).unwrap()],
+        None,
+    );
+    let body = review_body("slow");
+    let mut slow = tls_connect(webhook.webhook_addr, trust.clone())
+        .await
+        .unwrap();
+    write_head(&mut slow, body.len()).await.unwrap();
+    slow.write_all(&body[..10]).await.unwrap();
+    slow.flush().await.unwrap();
+    // The server gives up on the body after its read timeout (10 s) and says so.
+    let (status, answer) = read_response(&mut slow)
+        .await
+        .expect("an answer instead of a hang");
+    assert_eq!(status, 408, "{}", String::from_utf8_lossy(&answer));
+    let v: Value = serde_json::from_slice(&answer).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("did not arrive"),
+        "{v}"
+    );
+    // Others are served meanwhile and after.
+    let mut other = tls_connect(webhook.webhook_addr, trust).await.unwrap();
+    assert_eq!(review(&mut other, "other").await.unwrap(), "other");
+}

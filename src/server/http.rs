@@ -1,8 +1,8 @@
 //! The HTTP routes: `/validate` and `/mutate` on the webhook listener, `/livez`, `/readyz` and `/metrics`
 //! on the admin listener. Handlers only read the body, call `admission::answer`, log and count.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use axum::Router;
@@ -23,13 +23,9 @@ use crate::verdict::show;
 /// enough to stall other connections on the same runtime thread.
 const INLINE_BODY_BYTES: usize = 128 * 1024;
 
-/// Large reviews read or parsed at once: two per core, so one can be read while another is parsed.
-fn large_review_slots() -> &'static Semaphore {
-    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
-    SLOTS.get_or_init(|| {
-        Semaphore::new(2 * std::thread::available_parallelism().map_or(2, |n| n.get()))
-    })
-}
+/// The API server sends a review's body at once; a client trickling one in would otherwise hold a
+/// large-review slot (and memory) for as long as it likes.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the handlers share.
 pub struct AppState {
@@ -38,6 +34,25 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// True once both listeners are bound, false again from the moment shutdown begins.
     pub ready: AtomicBool,
+    /// Large reviews read or parsed at once (see [`AppState::large_review_slots`]).
+    pub large_reviews: Semaphore,
+}
+
+impl AppState {
+    pub fn new(policy: Policy, metrics: Metrics, max_body_bytes: usize) -> AppState {
+        AppState {
+            policy,
+            metrics,
+            max_body_bytes,
+            ready: AtomicBool::new(false),
+            large_reviews: Semaphore::new(AppState::large_review_slots()),
+        }
+    }
+
+    /// Two per core, so one large review can be read while another is parsed.
+    pub fn large_review_slots() -> usize {
+        2 * std::thread::available_parallelism().map_or(2, |n| n.get())
+    }
 }
 
 /// The webhook routes (served over TLS).
@@ -148,14 +163,24 @@ async fn review(
     // stays bounded by the slots, not by the number of connections, and parses do not crowd the
     // cores. Meanwhile its bytes wait in the kernel under TCP flow control.
     let _slot = match declared {
-        Some(n) if n > INLINE_BODY_BYTES as u64 => match large_review_slots().acquire().await {
+        Some(n) if n > INLINE_BODY_BYTES as u64 => match state.large_reviews.acquire().await {
             Ok(slot) => Some(slot),
             Err(_) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
         },
         _ => None,
     };
     let body: Body = request.into_body();
-    let bytes = match Limited::new(body, limit).collect().await {
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect()).await;
+    let Ok(read) = read else {
+        return bad(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            ),
+        );
+    };
+    let bytes = match read {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<LengthLimitError>() => {
             return bad(

@@ -7,7 +7,7 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -128,12 +128,7 @@ impl Server {
         };
         let webhook = bind("webhook", opts.listen).await?;
         let admin = bind("admin", opts.admin_listen).await?;
-        let state = Arc::new(AppState {
-            policy,
-            metrics,
-            max_body_bytes: opts.max_body_bytes,
-            ready: AtomicBool::new(false),
-        });
+        let state = Arc::new(AppState::new(policy, metrics, opts.max_body_bytes));
         Ok(Server {
             opts,
             state,
