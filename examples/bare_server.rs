@@ -22,11 +22,11 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use stage_guard::server::tls::{
     ReloadingCertResolver, accept_with_timeout, load_certified_key, server_config,
 };
-use stage_guard::server::{HANDSHAKE_TIMEOUT, IDLE_TIMEOUT};
+use stage_guard::server::{HANDSHAKE_TIMEOUT, http1_builder};
 use tokio::net::TcpListener;
 
 /// The answer to every review: allowed, echoing nothing.
@@ -104,12 +104,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             let Ok(stream) = accept_with_timeout(&acceptor, tcp, HANDSHAKE_TIMEOUT).await else {
                 return;
             };
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .keep_alive(true)
-                .header_read_timeout(IDLE_TIMEOUT);
-            let _ = builder
+            let _ = http1_builder()
                 .serve_connection(TokioIo::new(stream), hyper::service::service_fn(review))
                 .await;
         });

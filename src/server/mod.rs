@@ -235,6 +235,17 @@ impl Server {
     }
 }
 
+/// The HTTP/1.1 connection settings of the webhook listener: keep-alive, with hyper's header-read timer
+/// (which also runs while a connection idles between requests) set to [`IDLE_TIMEOUT`].
+pub fn http1_builder() -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(IDLE_TIMEOUT);
+    builder
+}
+
 /// Accepts TLS connections until told to stop; returns the watcher that can drain them.
 async fn accept_loop(
     listener: TcpListener,
@@ -282,12 +293,7 @@ async fn accept_loop(
                     return;
                 }
             };
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .keep_alive(true)
-                .header_read_timeout(IDLE_TIMEOUT);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = http1_builder().serve_connection(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
             }
