@@ -348,7 +348,7 @@ async fn mutual_tls_requires_a_client_certificate_from_the_client_ca() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_exits_0() {
     let mut webhook = Webhook::builder()
-        .args(&["--shutdown-delay", "1.5", "--shutdown-grace", "15"])
+        .args(&["--shutdown-delay", "3", "--shutdown-grace", "15"])
         .start();
     let trust = client(
         &[&std::fs::read_to_string(webhook.ca_file()).unwrap()],
@@ -371,6 +371,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
     assert_eq!(review(&mut idle, "before").await.unwrap(), "before");
 
     webhook.signal("TERM");
+    let signalled = Instant::now();
     let deadline = Instant::now() + WAIT;
     while webhook.admin_get("/readyz").await.status != 503 {
         assert!(Instant::now() < deadline, "/readyz never turned 503");
@@ -386,7 +387,8 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
     );
 
     // After the delay the listener closes; the in-flight request still completes.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Wait out the 3 s delay (with a margin for a busy machine), counted from the signal.
+    tokio::time::sleep_until((signalled + Duration::from_secs(4)).into()).await;
     assert!(
         tls_connect(webhook.webhook_addr, trust.clone())
             .await
