@@ -161,13 +161,17 @@ async fn review(
     }
     // A large review waits for a slot before its body is read, and keeps it until answered: memory
     // stays bounded by the slots, not by the number of connections, and parses do not crowd the
-    // cores. Meanwhile its bytes wait in the kernel under TCP flow control.
-    let _slot = match declared {
-        Some(n) if n > INLINE_BODY_BYTES as u64 => match state.large_reviews.acquire().await {
-            Ok(slot) => Some(slot),
-            Err(_) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
-        },
-        _ => None,
+    // cores. Meanwhile its bytes wait in the kernel under TCP flow control. A body of unknown length
+    // (chunked; the API server never sends one) counts as large.
+    let large = declared.is_none_or(|n| n > INLINE_BODY_BYTES as u64);
+    let _slot = if large {
+        // The semaphore is never closed, so acquiring only waits.
+        let Ok(slot) = state.large_reviews.acquire().await else {
+            return json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+        };
+        Some(slot)
+    } else {
+        None
     };
     let body: Body = request.into_body();
     let read = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect()).await;
