@@ -122,6 +122,11 @@ impl Policy {
             .unwrap_or_else(|e| panic!("embedded default config: {e}"))
     }
 
+    /// The `resubmit` rule when it applies: to the CREATE of a Workflow made by `argo resubmit` (SPEC 4.5).
+    pub fn resubmit_rule(&self, is_create: bool, resubmitted: bool) -> Option<Resubmit> {
+        (is_create && resubmitted).then_some(self.resubmit)
+    }
+
     /// Reads and validates a configuration file.
     pub fn from_file(path: &Path) -> Result<Policy, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {

@@ -83,9 +83,8 @@ pub fn decide(policy: &Policy, w: &Write<'_>) -> Verdict {
     let reason = graph.judge(StageChange {
         from: w.from,
         to: w.to,
-        resubmit_keep_create: w.is_create
-            && w.resubmitted
-            && policy.resubmit == crate::config::Resubmit::Keep,
+        resubmit_keep_create: policy.resubmit_rule(w.is_create, w.resubmitted)
+            == Some(crate::config::Resubmit::Keep),
         override_permitted,
     });
 

@@ -92,14 +92,15 @@ pub struct RunInfo {
     pub against: Option<String>,
 }
 
-pub fn plan_text(
-    warmup: Duration,
-    throughput: Duration,
-    latency_warmup: Duration,
-    latency: Duration,
-    memory: Duration,
-    starts: usize,
-) -> String {
+pub fn plan_text(plan: &crate::Plan) -> String {
+    let crate::Plan {
+        warmup,
+        throughput,
+        latency_warmup,
+        latency,
+        memory,
+        starts,
+    } = plan;
     format!(
         "throughput {:.1} s after {:.1} s warm-up; latency {:.1} s after {:.1} s warm-up; memory load {:.1} s; {starts} extra starts per server",
         throughput.as_secs_f64(),

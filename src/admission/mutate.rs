@@ -82,7 +82,8 @@ pub fn plan(policy: &Policy, f: &MutationFacts<'_>, now: SystemTime) -> Plan {
     let mut plan = Plan::nothing();
 
     let mut to = f.to;
-    if f.is_create && f.resubmitted && policy.resubmit == Resubmit::Reset && to.is_some() {
+    let resubmit = policy.resubmit_rule(f.is_create, f.resubmitted);
+    if resubmit == Some(Resubmit::Reset) && to.is_some() {
         plan.remove_stage_label = true;
         to = None;
     }
@@ -114,9 +115,7 @@ pub fn plan(policy: &Policy, f: &MutationFacts<'_>, now: SystemTime) -> Plan {
                 && policy.graph.judge(StageChange {
                     from: f.from,
                     to,
-                    resubmit_keep_create: f.is_create
-                        && f.resubmitted
-                        && policy.resubmit == Resubmit::Keep,
+                    resubmit_keep_create: resubmit == Some(Resubmit::Keep),
                     override_permitted: true,
                 }) == Reason::Override;
             let mut entry = Entry::new(f.from, to, f.username, now);

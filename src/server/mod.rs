@@ -140,14 +140,6 @@ impl Server {
         })
     }
 
-    pub fn webhook_addr(&self) -> std::io::Result<SocketAddr> {
-        self.webhook.local_addr()
-    }
-
-    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
-        self.admin.local_addr()
-    }
-
     /// Serves until `shutdown` fires, then drains: `/readyz` is 503 at once, requests are still served
     /// for `shutdown_delay`, then the listener closes and in-flight requests get `shutdown_grace`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {

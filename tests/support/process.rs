@@ -81,6 +81,11 @@ fn drain(shared: Arc<Shared>, stream: Stream, pipe: impl Read + Send + 'static) 
     });
 }
 
+/// Every output line so far, both streams.
+fn output_lines(shared: &Shared) -> Vec<String> {
+    shared.lock().lines.iter().map(|(_, l)| l.clone()).collect()
+}
+
 /// Looks a field up in a tracing JSON line: in `fields` (the contract), else at the top level.
 pub fn log_field<'a>(line: &'a Value, key: &str) -> Option<&'a Value> {
     line.get("fields")
@@ -217,12 +222,7 @@ impl Webhook {
             if let Ok(Some(status)) = child.try_wait() {
                 // Let the drain threads pick up the last lines before reporting.
                 std::thread::sleep(Duration::from_millis(200));
-                let out = shared
-                    .lock()
-                    .lines
-                    .iter()
-                    .map(|(_, l)| l.clone())
-                    .collect::<Vec<_>>();
+                let out = output_lines(&shared);
                 panic!(
                     "stage-guard exited with {status} before listening; output:\n{}",
                     out.join("\n")
@@ -231,12 +231,7 @@ impl Webhook {
             if Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                let out = shared
-                    .lock()
-                    .lines
-                    .iter()
-                    .map(|(_, l)| l.clone())
-                    .collect::<Vec<_>>();
+                let out = output_lines(&shared);
                 panic!(
                     "no `listening` lines for both listeners within {STARTUP_TIMEOUT:?}; output:\n{}",
                     out.join("\n")
@@ -267,12 +262,7 @@ impl Webhook {
 
     /// Every output line so far (stdout and stderr interleaved as read).
     pub fn lines(&self) -> Vec<String> {
-        self.shared
-            .lock()
-            .lines
-            .iter()
-            .map(|(_, l)| l.clone())
-            .collect()
+        output_lines(&self.shared)
     }
 
     /// The stderr lines that parse as JSON.
