@@ -95,6 +95,7 @@ pub fn log_field<'a>(line: &'a Value, key: &str) -> Option<&'a Value> {
 
 pub struct WebhookBuilder {
     config_yaml: Option<String>,
+    listen: String,
     args: Vec<String>,
 }
 
@@ -102,6 +103,12 @@ impl WebhookBuilder {
     /// Writes the YAML to a file and passes `--config`.
     pub fn config(mut self, yaml: &str) -> Self {
         self.config_yaml = Some(yaml.to_string());
+        self
+    }
+
+    /// The webhook listener's address (default `127.0.0.1:0`, a free port).
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.listen = addr.to_string();
         self
     }
 
@@ -139,6 +146,7 @@ impl Webhook {
     pub fn builder() -> WebhookBuilder {
         WebhookBuilder {
             config_yaml: None,
+            listen: "127.0.0.1:0".to_string(),
             args: Vec::new(),
         }
     }
@@ -157,7 +165,7 @@ impl Webhook {
         let cert_dir = dir.path().join("certs");
         let mut cmd = command();
         cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--listen", &b.listen, "--admin-listen", "127.0.0.1:0"])
             .args(["--log-format", "json"])
             .arg("--dev-cert-dir")
             .arg(&cert_dir);

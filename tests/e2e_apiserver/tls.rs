@@ -1,0 +1,4 @@
+//! (scenarios to come)
+use crate::Scenario;
+
+pub const SCENARIOS: &[Scenario] = &[];
