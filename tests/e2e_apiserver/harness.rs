@@ -109,13 +109,20 @@ impl Suite {
     pub fn install(&self, scenario: &str, setup: Setup) -> Result<Install<'_>> {
         let cp = self.control_plane()?;
         let certs = tempfile::tempdir()?;
-        let ca_bundle = issue_serving_cert(certs.path())?;
+        let tls = match setup.tls {
+            Some(tls) => tls,
+            None => Tls {
+                ca_bundle: issue_serving_cert(certs.path())?,
+                cert_file: certs.path().join("tls.crt"),
+                key_file: certs.path().join("tls.key"),
+            },
+        };
         let mut builder = Webhook::builder()
             .listen(&setup.listen)
             .arg("--tls-cert-file")
-            .arg(&certs.path().join("tls.crt").to_string_lossy())
+            .arg(&tls.cert_file.to_string_lossy())
             .arg("--tls-key-file")
-            .arg(&certs.path().join("tls.key").to_string_lossy())
+            .arg(&tls.key_file.to_string_lossy())
             // The API server's timeout is 5 s; drain fast so a scenario's restart does not wait.
             .args(&["--shutdown-delay", "0", "--shutdown-grace", "2"]);
         if let Some(yaml) = &setup.config {
@@ -132,8 +139,10 @@ impl Suite {
             webhook,
             certs,
         };
-        install.register(&ca_bundle)?;
-        install.wait_until_called()?;
+        install.register(&tls.ca_bundle)?;
+        if setup.wait_until_called {
+            install.wait_until_called()?;
+        }
         Ok(install)
     }
 }
@@ -143,6 +152,17 @@ pub struct Setup {
     pub config: Option<String>,
     pub listen: String,
     pub args: Vec<String>,
+    /// The serving certificate; by default a fresh one from `stage-guard certs`.
+    pub tls: Option<Tls>,
+    /// Wait until the API server calls the new webhook (off for scenarios where it cannot).
+    pub wait_until_called: bool,
+}
+
+/// Serving certificate files and the base64 CA bundle that verifies them.
+pub struct Tls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_bundle: String,
 }
 
 impl Default for Setup {
@@ -151,6 +171,8 @@ impl Default for Setup {
             config: None,
             listen: "127.0.0.1:0".to_string(),
             args: Vec::new(),
+            tls: None,
+            wait_until_called: true,
         }
     }
 }

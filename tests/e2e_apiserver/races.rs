@@ -100,11 +100,9 @@ fn twenty_stale_puts_give_one_success_and_conflicts(suite: &Suite) -> Result<()>
     )?;
     let winners = outs.iter().filter(|o| o.success()).count();
     ensure!(winners == 1, "{winners} of {RACERS} stale PUTs succeeded");
-    let conflict = format!(
-        "Error from server (Conflict): error when replacing \"STDIN\": Operation cannot be fulfilled on workflows.argoproj.io \"stale\": the object has been modified; please apply your changes to the latest version and try again"
-    );
+    let conflict = "Error from server (Conflict): error when replacing \"STDIN\": Operation cannot be fulfilled on workflows.argoproj.io \"stale\": the object has been modified; please apply your changes to the latest version and try again";
     for out in outs.iter().filter(|o| !o.success()) {
-        expect_error(out, &conflict)?;
+        expect_error(out, conflict)?;
     }
     let stored = t.get("stale")?;
     ensure!(
