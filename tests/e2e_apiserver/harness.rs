@@ -135,7 +135,10 @@ impl Suite {
         let install = Install {
             suite: self,
             cp,
-            ns: self.fresh_namespace(scenario)?,
+            ns: match setup.namespace {
+                Some(ns) => ns,
+                None => self.fresh_namespace(scenario)?,
+            },
             webhook,
             certs,
         };
@@ -156,6 +159,8 @@ pub struct Setup {
     pub tls: Option<Tls>,
     /// Wait until the API server calls the new webhook (off for scenarios where it cannot).
     pub wait_until_called: bool,
+    /// Work in this namespace (Argo's controller manages `argo`) instead of a fresh one.
+    pub namespace: Option<String>,
 }
 
 /// Serving certificate files and the base64 CA bundle that verifies them.
@@ -173,6 +178,7 @@ impl Default for Setup {
             args: Vec::new(),
             tls: None,
             wait_until_called: true,
+            namespace: None,
         }
     }
 }
@@ -411,6 +417,24 @@ impl Install<'_> {
 
     pub fn certs_dir(&self) -> PathBuf {
         self.certs.path().to_path_buf()
+    }
+}
+
+/// Polls `done` every 200 ms until it holds, for at most `timeout`.
+pub fn wait_until(
+    timeout: Duration,
+    what: &str,
+    mut done: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done()? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("{what}: not within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

@@ -5,7 +5,7 @@
 use crate::cli::Cli;
 use crate::control_plane::{ARGO_CONTROLLER, ControlPlane};
 use crate::gobuild::ARGO;
-use crate::process::{Process, free_port};
+use crate::process::Process;
 use anyhow::{Context, Result};
 use std::process::Command;
 use std::time::Duration;
@@ -20,13 +20,11 @@ impl ControlPlane {
     }
 
     /// Starts Argo's workflow-controller as Argo's service account, managing namespace `argo`,
-    /// with its metrics and health ports moved off their defaults so runs do not collide.
+    /// without leader election and with its metrics server off. (Its health endpoint listens on
+    /// :6060, hard-coded; only one controller runs at a time.)
     pub fn start_workflow_controller(&self) -> Result<Process> {
         let bin = ARGO.binary("workflow-controller")?;
-        let config = format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: workflow-controller-configmap\n  namespace: argo\ndata:\n  metricsConfig: |\n    enabled: true\n    port: {}\n    secure: false\n",
-            free_port()?
-        );
+        let config = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: workflow-controller-configmap\n  namespace: argo\ndata:\n  metricsConfig: |\n    enabled: false\n  telemetryConfig: |\n    enabled: false\n";
         self.kubectl(crate::ADMIN)?
             .args(["apply", "-f", "-"])
             .stdin(config)
