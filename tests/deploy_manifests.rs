@@ -7,8 +7,9 @@
 //! (`tests/fixtures/match/`) and against every combination of the stage label and the stage-guard
 //! annotations being absent, present or changed.
 //!
-//! Tools: `kubectl` (with kustomize) and `kubernetes-validate` (`pip install kubernetes-validate`).
-//! Without them a test says why it skips, except under CI (env `CI` set), where it fails.
+//! Tools: `kubectl` (with kustomize) and `kubernetes-validate`, which the test environment installs
+//! into a virtual environment of its own on first use (`tests/testenv/src/tools.rs`). A missing tool
+//! fails the test with a message naming it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -47,36 +48,14 @@ fn deploy_dir() -> PathBuf {
     repo().join("deploy")
 }
 
-fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
-}
-
-/// Whether `tool` runs; when it does not, skips the calling test (prints why) or, under CI, fails it.
-fn tool_present(tool: &str, probe: &[&str], install: &str) -> bool {
-    let runs = Command::new(tool)
-        .args(probe)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !runs {
-        assert!(!in_ci(), "`{tool}` is required under CI: {install}");
-        eprintln!("SKIP: `{tool}` is not installed ({install}); this check did not run");
-    }
-    runs
-}
-
-fn kubectl_present() -> bool {
-    tool_present(
-        "kubectl",
-        &["version", "--client"],
-        "install kubectl 1.27+ (it bundles kustomize)",
-    )
+/// The real kubectl (a missing one fails the test with a message naming it).
+fn kubectl() -> PathBuf {
+    stage_guard_testenv::tools::kubectl().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// `kubectl kustomize DIR`, parsed into one JSON value per document.
 fn kustomize(dir: &Path) -> Vec<Value> {
-    let out = Command::new("kubectl")
+    let out = Command::new(kubectl())
         .arg("kustomize")
         .arg(dir)
         .output()
@@ -112,13 +91,8 @@ fn is_crd_kind(doc: &Value) -> bool {
 /// (unknown fields are errors), for each version in KUBERNETES_VERSIONS. A kind without a schema is an
 /// error too, so a typo in apiVersion cannot pass as "custom resource".
 fn schema_validate(label: &str, docs: &[Value]) {
-    if !tool_present(
-        "kubernetes-validate",
-        &["--version"],
-        "pip install kubernetes-validate",
-    ) {
-        return;
-    }
+    let validator = stage_guard_testenv::tools::kubernetes_validate()
+        .unwrap_or_else(|e| panic!("kubernetes-validate: {e:#}"));
     let builtin: Vec<&Value> = docs.iter().filter(|d| !is_crd_kind(d)).collect();
     assert!(!builtin.is_empty(), "{label}: nothing to validate");
     let dir = tempfile::tempdir().unwrap();
@@ -130,7 +104,7 @@ fn schema_validate(label: &str, docs: &[Value]) {
     fs::write(&file, body.join("\n---\n")).unwrap();
 
     for version in KUBERNETES_VERSIONS {
-        let out = Command::new("kubernetes-validate")
+        let out = Command::new(&validator)
             .args(["--strict", "--kubernetes-version", version])
             .arg(&file)
             .output()
@@ -370,9 +344,6 @@ fn should_send(request: &Value, keys: &StageKeys) -> bool {
 
 #[test]
 fn base_renders_and_passes_the_kubernetes_schemas() {
-    if !kubectl_present() {
-        return;
-    }
     let docs = kustomize(&deploy_dir().join("base"));
     let kinds: BTreeSet<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     for kind in [
@@ -407,9 +378,6 @@ fn base_renders_and_passes_the_kubernetes_schemas() {
 
 #[test]
 fn deployment_is_replicated_probed_hardened_and_mounts_whole_directories() {
-    if !kubectl_present() {
-        return;
-    }
     let docs = kustomize(&deploy_dir().join("base"));
     let deployment = find(&docs, "Deployment", "stage-guard");
     let spec = &deployment["spec"];
@@ -563,9 +531,6 @@ fn deployment_is_replicated_probed_hardened_and_mounts_whole_directories() {
 
 #[test]
 fn service_pdb_and_service_account_fit_the_deployment() {
-    if !kubectl_present() {
-        return;
-    }
     let docs = kustomize(&deploy_dir().join("base"));
     let deployment = find(&docs, "Deployment", "stage-guard");
     let container = the_container(deployment);
@@ -600,9 +565,6 @@ fn service_pdb_and_service_account_fit_the_deployment() {
 
 #[test]
 fn webhook_configurations_follow_the_contract() {
-    if !kubectl_present() {
-        return;
-    }
     let docs = kustomize(&deploy_dir().join("base"));
     let service = find(&docs, "Service", SERVICE);
     let service_ports: Vec<i64> = service["spec"]["ports"]
@@ -693,9 +655,6 @@ fn webhook_configurations_follow_the_contract() {
 
 #[test]
 fn configmap_holds_the_built_in_default_configuration() {
-    if !kubectl_present() {
-        return;
-    }
     let docs = kustomize(&deploy_dir().join("base"));
     let shipped = configmap_config(&docs);
 
@@ -731,9 +690,6 @@ fn configmap_holds_the_built_in_default_configuration() {
 
 #[test]
 fn match_conditions_send_exactly_the_fixture_requests_they_should() {
-    if !kubectl_present() {
-        return;
-    }
     let docs = kustomize(&deploy_dir().join("base"));
     let keys = stage_keys(&normalized(&configmap_config(&docs)));
     let fixtures_dir = repo().join("tests/fixtures/match");
@@ -790,9 +746,6 @@ fn match_conditions_send_exactly_the_fixture_requests_they_should() {
 /// key absent, or one of a few values (the empty string included).
 #[test]
 fn match_conditions_agree_with_the_rule_on_every_combination() {
-    if !kubectl_present() {
-        return;
-    }
     let docs = kustomize(&deploy_dir().join("base"));
     let keys = stage_keys(&normalized(&configmap_config(&docs)));
 
@@ -883,9 +836,6 @@ fn match_conditions_agree_with_the_rule_on_every_combination() {
 
 #[test]
 fn match_conditions_name_the_configured_label_and_annotations() {
-    if !kubectl_present() {
-        return;
-    }
     let docs = kustomize(&deploy_dir().join("base"));
     let keys = stage_keys(&normalized(&configmap_config(&docs)));
     for kind in [MUTATING, VALIDATING] {
@@ -908,9 +858,6 @@ fn match_conditions_name_the_configured_label_and_annotations() {
 
 #[test]
 fn cert_manager_overlay_issues_the_serving_certificate_and_injects_the_ca() {
-    if !kubectl_present() {
-        return;
-    }
     let docs = kustomize(&deploy_dir().join("overlays/cert-manager"));
     schema_validate("cert-manager", &docs);
 
@@ -1043,9 +990,6 @@ fn check_static_certs_render(root: &Path) -> Vec<Value> {
 
 #[test]
 fn static_certs_overlay_renders_from_a_certs_folder() {
-    if !kubectl_present() {
-        return;
-    }
     let root = deploy_copy();
     let certs = root.path().join("deploy/overlays/static-certs/certs");
 
@@ -1079,9 +1023,6 @@ fn static_certs_overlay_renders_from_a_certs_folder() {
 
 #[test]
 fn static_certs_one_command_setup_works_with_stage_guard_certs() {
-    if !kubectl_present() {
-        return;
-    }
     let root = deploy_copy();
     let certs = root.path().join("deploy/overlays/static-certs/certs");
     // The documented command, run the way a shell would: stdout redirected into certs/ca-bundle.
@@ -1362,9 +1303,6 @@ fn examples_validate_and_walk_the_default_stage_graph() {
 
 #[test]
 fn dockerfile_image_matches_the_deployment() {
-    if !kubectl_present() {
-        return;
-    }
     let dockerfile = fs::read_to_string(repo().join("Dockerfile")).unwrap();
     let instruction = |name: &str| -> Vec<String> {
         dockerfile

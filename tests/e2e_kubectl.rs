@@ -12,23 +12,9 @@ use support::fixtures::*;
 use support::process::Webhook;
 use support::review::UserInfo;
 
-/// kubectl from `KUBECTL` or `PATH`; `None` (with the reason printed) when absent, except in CI.
-fn kubectl() -> Option<PathBuf> {
-    let found = std::env::var_os("KUBECTL").map(PathBuf::from).or_else(|| {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|p| p.join("kubectl"))
-                .find(|p| p.is_file())
-        })
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "kubectl is required in CI"
-        );
-        eprintln!("skipped: kubectl not found on PATH (set KUBECTL to its path)");
-    }
-    found
+/// The real kubectl; a missing one fails the test with a message naming it.
+fn kubectl() -> PathBuf {
+    stage_guard_testenv::tools::kubectl().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Runs kubectl on the object written to a file and returns the object it prints.
@@ -68,7 +54,7 @@ async fn at_entry(api: &ApiServer) -> Value {
 
 #[tokio::test]
 async fn kubectl_label_advances_and_skips_are_judged() {
-    let Some(kubectl) = kubectl() else { return };
+    let kubectl = kubectl();
     let webhook = Webhook::start();
     let api = webhook.api_server();
     api.set_reinvocation(true);
@@ -116,7 +102,7 @@ async fn kubectl_label_advances_and_skips_are_judged() {
 
 #[tokio::test]
 async fn kubectl_merge_patches_are_judged() {
-    let Some(kubectl) = kubectl() else { return };
+    let kubectl = kubectl();
     let webhook = Webhook::start();
     let api = webhook.api_server();
     api.set_reinvocation(true);
@@ -174,7 +160,7 @@ async fn kubectl_merge_patches_are_judged() {
 
 #[tokio::test]
 async fn kubectl_label_removal_is_denied() {
-    let Some(kubectl) = kubectl() else { return };
+    let kubectl = kubectl();
     let webhook = Webhook::start();
     let api = webhook.api_server();
     api.set_reinvocation(true);

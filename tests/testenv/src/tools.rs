@@ -1,13 +1,20 @@
 //! Finding the command-line tools the tests drive. A missing tool is an error that names it and
 //! says how to get it: the tests fail with that message, they never skip.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+
+/// The `kubernetes-validate` release the manifest tests validate with (its schemas go up to
+/// Kubernetes 1.37).
+pub const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
 
 /// `name` from the environment variable `env` (a path) or else from `PATH`.
 pub fn find(name: &str, env: &str) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(env) {
-        return Some(PathBuf::from(path));
+        // A variable that names no file is treated as absent, so the error says what to install.
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
     }
     let paths = std::env::var_os("PATH")?;
     std::env::split_paths(&paths)
@@ -20,7 +27,66 @@ pub fn kubectl() -> Result<PathBuf> {
     match find("kubectl", "KUBECTL") {
         Some(path) => Ok(path),
         None => bail!(
-            "kubectl is missing: the end-to-end tests drive the real kubectl (install it on PATH, or set KUBECTL to its path)"
+            "kubectl is missing: the tests drive the real kubectl and its kustomize (install kubectl 1.30+ on PATH, or set KUBECTL to its path)"
         ),
     }
+}
+
+/// `kubernetes-validate` from `$KUBERNETES_VALIDATE`, else from a virtual environment of its own in
+/// the cache (`~/.cache/stage-guard/venv-kubernetes-validate-<version>/`), which is made with
+/// `python3 -m venv` and pip the first time: never the system interpreter's packages.
+pub fn kubernetes_validate() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("KUBERNETES_VALIDATE") {
+        return Ok(PathBuf::from(path));
+    }
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+
+    let venv = crate::gobuild::cache_root()?.join(format!(
+        "venv-kubernetes-validate-{KUBERNETES_VALIDATE_VERSION}"
+    ));
+    let bin = venv.join("bin/kubernetes-validate");
+    // Written last: a venv left half-made by an interrupted install is made again.
+    let complete = venv.join("installed");
+    if bin.is_file() && complete.is_file() {
+        return Ok(bin);
+    }
+    let python = find("python3", "PYTHON").context(
+        "python3 is missing: the manifest tests install kubernetes-validate into a virtual environment with it \
+         (install Python 3.9+, or set KUBERNETES_VALIDATE to a kubernetes-validate binary)",
+    )?;
+    eprintln!(
+        "testenv: installing kubernetes-validate {KUBERNETES_VALIDATE_VERSION} into {} (once)",
+        venv.display()
+    );
+    if venv.exists() {
+        std::fs::remove_dir_all(&venv)?;
+    }
+    run(
+        Command::new(&python).args(["-m", "venv"]).arg(&venv),
+        "python3 -m venv",
+    )?;
+    run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!(
+                "kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"
+            )),
+        "pip install kubernetes-validate",
+    )?;
+    std::fs::write(&complete, KUBERNETES_VALIDATE_VERSION)?;
+    Ok(bin)
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("run {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
