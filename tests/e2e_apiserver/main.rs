@@ -17,7 +17,9 @@ mod argo;
 mod create;
 mod failure;
 mod harness;
+mod imitation;
 mod races;
+mod recorder;
 mod stage_moves;
 mod tls;
 mod unjudged;
@@ -46,6 +48,7 @@ fn main() {
         ("failure", failure::SCENARIOS),
         ("tls", tls::SCENARIOS),
         ("argo", argo::SCENARIOS),
+        ("imitation", imitation::SCENARIOS),
     ];
     let mut trials = Vec::new();
     for (group, scenarios) in groups {

@@ -563,6 +563,7 @@ impl ApiServer {
                 "Workflow.argoproj.io \"\" is invalid: metadata.name: Required value: name or generateName is required",
             ));
         }
+        super::fields::record_manager(&mut obj, None, "kubectl-create");
         let mut obj = self
             .mutate(
                 ctx,
@@ -665,8 +666,10 @@ impl ApiServer {
             if attempt == 0 {
                 self.pass_read_gate().await;
             }
+            let mut incoming = obj.clone();
+            super::fields::record_manager(&mut incoming, Some(&stored), "kubectl-replace");
             let updated = self
-                .admit_update(ctx, user, &ns, &name, obj.clone(), &stored, dry_run)
+                .admit_update(ctx, user, &ns, &name, incoming, &stored, dry_run)
                 .await?;
             if dry_run {
                 return Ok(updated);
@@ -719,12 +722,13 @@ impl ApiServer {
                 self.pass_read_gate().await;
             }
             // The patched object inherits the stored resourceVersion unless the patch sets one.
-            let patched = match patch {
+            let mut patched = match patch {
                 Patch::Merge(p) => apply_merge_patch(&stored, p),
                 Patch::Json(p) => {
                     apply_json_patch(&stored, p).map_err(|e| api_err(422, "Invalid", e))?
                 }
             };
+            super::fields::record_manager(&mut patched, Some(&stored), "kubectl-patch");
             let updated = self
                 .admit_update(ctx, user, ns, name, patched, &stored, dry_run)
                 .await?;

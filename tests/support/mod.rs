@@ -7,6 +7,7 @@
 pub mod apiserver;
 pub mod checks;
 pub mod client;
+pub mod fields;
 pub mod fixtures;
 pub mod patch;
 pub mod process;

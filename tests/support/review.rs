@@ -23,11 +23,12 @@ impl Hook {
         }
     }
 
-    /// The URL path as the API server requests it: it always appends the remaining timeout.
+    /// The URL path as the API server requests it: it always appends the remaining time, which is
+    /// the configurations' `timeoutSeconds` (5 in deploy/base/webhooks.yaml).
     pub fn path(self) -> &'static str {
         match self {
-            Hook::Mutating => "/mutate?timeout=10s",
-            Hook::Validating => "/validate?timeout=10s",
+            Hook::Mutating => "/mutate?timeout=5s",
+            Hook::Validating => "/validate?timeout=5s",
         }
     }
 }
