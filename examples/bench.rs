@@ -16,6 +16,8 @@
 mod fixtures;
 #[path = "bench/load.rs"]
 mod load;
+#[path = "bench/markdown.rs"]
+mod markdown;
 #[path = "bench/procs.rs"]
 mod procs;
 #[path = "bench/report.rs"]

@@ -159,11 +159,7 @@ impl MachineCpu {
     }
 }
 
-pub fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
+pub use super::markdown::loadavg;
 
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
@@ -176,41 +172,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
-}
-
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .and_then(|r| r.split_once(':'))
-                .map(|(_, m)| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0);
-    let rustc = std::process::Command::new("rustc")
-        .arg("--version")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    format!(
-        "{cores} cores (nproc), {model}, {:.0} GiB RAM, Linux {}, {rustc}",
-        mem_kib as f64 / 1024.0 / 1024.0,
-        kernel.trim()
-    )
 }
 
 fn yes(met: bool) -> &'static str {
@@ -272,7 +233,7 @@ pub fn render(run: &RunInfo, results: &Results) -> String {
         }
     );
     let _ = writeln!(o, "- Date: {date}");
-    let _ = writeln!(o, "- Machine: {}", machine());
+    let _ = writeln!(o, "- Machine: {}", super::markdown::machine());
     let _ = writeln!(
         o,
         "- Load: load average {} before, {} after; other processes used {} on average during the run \
@@ -526,19 +487,7 @@ pub fn render(run: &RunInfo, results: &Results) -> String {
     o
 }
 
-/// Replaces the generated part of `path`, keeping the hand-written rest; a new file gets a short preamble.
+/// Replaces this benchmark's generated part of `path`, keeping the rest of the file.
 pub fn write_benchmarks_md(path: &Path, generated: &str) -> anyhow::Result<()> {
-    let block = format!("{BEGIN}\n{generated}\n{END}");
-    let text = match std::fs::read_to_string(path) {
-        Ok(old) => match (old.find(BEGIN), old.find(END)) {
-            (Some(b), Some(e)) if b < e => format!("{}{block}{}", &old[..b], &old[e + END.len()..]),
-            _ => format!("{old}\n{block}\n"),
-        },
-        Err(_) => format!(
-            "# Benchmarks\n\nstage-guard against a bare TLS server on the same stack (see `examples/bare_server.rs`). \
-             Run `cargo run --release --example bench`.\n\n{block}\n"
-        ),
-    };
-    std::fs::write(path, text)?;
-    Ok(())
+    super::markdown::replace_block(path, BEGIN, END, generated)
 }

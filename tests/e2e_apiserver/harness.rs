@@ -11,7 +11,7 @@ use crate::support::fixtures::ConfigSpec;
 use crate::support::process::{Webhook, command as stage_guard_command};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
-use stage_guard_testenv::{ADMIN, Cli, CliOutput, ControlPlane, Options, Process};
+use stage_guard_testenv::{ADMIN, Cli, CliOutput, ControlPlane, Options, Process, webhooks};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -215,90 +215,18 @@ pub fn issue_serving_cert(dir: &Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// The two webhook configurations of `deploy/base`, as `kubectl kustomize` renders them.
+/// The two webhook configurations of `deploy/base` (rendered once per run).
 pub fn rendered_webhook_configurations() -> Result<Vec<Value>> {
     static RENDERED: OnceLock<Result<Vec<Value>, String>> = OnceLock::new();
     RENDERED
-        .get_or_init(|| {
-            let render = || -> Result<Vec<Value>> {
-                let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base");
-                let yaml = Cli::new(stage_guard_testenv::tools::kubectl()?)
-                    .arg("kustomize")
-                    .arg(&base)
-                    .ok()?;
-                let docs: Vec<Value> =
-                    serde_saphyr::from_multiple(&yaml).context("parse kustomize output")?;
-                let hooks: Vec<Value> = docs
-                    .into_iter()
-                    .filter(|d| {
-                        matches!(
-                            d["kind"].as_str(),
-                            Some("MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration")
-                        )
-                    })
-                    .collect();
-                ensure!(
-                    hooks.len() == 2,
-                    "deploy/base renders {} webhook configurations",
-                    hooks.len()
-                );
-                Ok(hooks)
-            };
-            render().map_err(|e| format!("{e:#}"))
-        })
+        .get_or_init(|| webhooks::rendered().map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(|e| anyhow::anyhow!(e))
 }
 
-/// The rendered configurations with every `clientConfig` pointing at `https://127.0.0.1:PORT<path>`.
+/// The rendered configurations pointing at `https://127.0.0.1:PORT<path>`.
 pub fn webhook_configurations_for(port: u16, ca_bundle: &str) -> Result<Vec<Value>> {
-    let mut configs = rendered_webhook_configurations()?;
-    for config in &mut configs {
-        for hook in config["webhooks"]
-            .as_array_mut()
-            .context("webhooks is not a list")?
-        {
-            let path = hook["clientConfig"]["service"]["path"]
-                .as_str()
-                .context("clientConfig.service.path")?
-                .to_string();
-            hook["clientConfig"] = json!({
-                "url": format!("https://127.0.0.1:{port}{path}"),
-                "caBundle": ca_bundle,
-            });
-        }
-    }
-    Ok(configs)
-}
-
-/// Applies the configurations (server-side, so a later apply replaces the fields).
-pub fn apply_webhook_configurations(cp: &ControlPlane, configs: Vec<Value>) -> Result<()> {
-    let list = json!({"apiVersion": "v1", "kind": "List", "items": configs});
-    cp.kubectl(ADMIN)?
-        .args([
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=e2e",
-            "-f",
-            "-",
-        ])
-        .stdin(list.to_string())
-        .ok()
-        .context("apply the webhook configurations")?;
-    Ok(())
-}
-
-pub fn delete_webhook_configurations(cp: &ControlPlane) -> Result<()> {
-    cp.kubectl(ADMIN)?
-        .args([
-            "delete",
-            "mutatingwebhookconfiguration/stage-guard",
-            "validatingwebhookconfiguration/stage-guard",
-            "--ignore-not-found",
-        ])
-        .ok()?;
-    Ok(())
+    webhooks::pointed_at(rendered_webhook_configurations()?, port, ca_bundle)
 }
 
 pub struct Install<'s> {
@@ -311,7 +239,7 @@ pub struct Install<'s> {
 
 impl Drop for Install<'_> {
     fn drop(&mut self) {
-        let _ = delete_webhook_configurations(self.cp);
+        let _ = self.cp.unregister_stage_guard();
     }
 }
 
@@ -322,7 +250,8 @@ impl Install<'_> {
 
     /// Points the cluster's webhook configurations at this process with `ca_bundle`.
     pub fn register(&self, ca_bundle: &str) -> Result<()> {
-        apply_webhook_configurations(self.cp, webhook_configurations_for(self.port(), ca_bundle)?)
+        self.cp
+            .apply(webhook_configurations_for(self.port(), ca_bundle)?)
     }
 
     /// Waits until a server-side dry-run CREATE reaches both webhooks of this process: the API

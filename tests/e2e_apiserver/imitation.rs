@@ -25,7 +25,7 @@ struct Registered<'a>(&'a stage_guard_testenv::ControlPlane);
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        let _ = delete_webhook_configurations(self.0);
+        let _ = self.0.unregister_stage_guard();
     }
 }
 
@@ -81,10 +81,7 @@ fn the_imitation_sends_what_the_api_server_sends(suite: &Suite) -> Result<()> {
     let certs = tempfile::tempdir()?;
     let bundle = issue_serving_cert(certs.path())?;
     let recorder = Recorder::start(certs.path())?;
-    apply_webhook_configurations(
-        cp,
-        webhook_configurations_for(recorder.addr.port(), &bundle)?,
-    )?;
+    cp.apply(webhook_configurations_for(recorder.addr.port(), &bundle)?)?;
     let _registered = Registered(cp);
     let probe = workflow("probe", &[], &[]).to_string();
     wait_until(Duration::from_secs(30), "the recorder is called", || {

@@ -7,6 +7,7 @@
 //!   static tokens (one kubeconfig each), an audit log, namespace `argo` and Argo's resource types.
 //! - [`Cli`] runs the real `kubectl` (or `argo`) as one of those users, with a bounded wait.
 //! - [`argo`] runs Argo's workflow-controller against it.
+//! - [`webhooks`] registers stage-guard with the project's own webhook configurations.
 //!
 //! A missing tool (Go, kubectl) is an error that names it; nothing here skips.
 
@@ -17,6 +18,7 @@ pub mod gobuild;
 pub mod pki;
 pub mod process;
 pub mod tools;
+pub mod webhooks;
 
 pub use cli::{Cli, CliOutput};
 pub use control_plane::{
