@@ -11,8 +11,8 @@ use std::path::PathBuf;
     name = "testenv",
     about = "The real kube-apiserver + etcd (and Argo) that stage-guard's end-to-end tests run against",
     after_help = "Examples:
-  cargo run -p stage-guard-testenv -- build            # build or reuse kube-apiserver and etcd
-  cargo run -p stage-guard-testenv -- build --argo     # ... and Argo's CLI and workflow-controller
+  cargo run -p stage-guard-testenv -- build            # everything the tests need, built or reused
+  cargo run -p stage-guard-testenv -- build --only control-plane
   cargo run -p stage-guard-testenv -- up               # start a control plane, print kubeconfigs
   KUBECONFIG=/tmp/cp/kubeconfig/alice.yaml kubectl get workflows"
 )]
@@ -23,11 +23,12 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Job {
-    /// Build (or reuse from the cache) the Go binaries, and print where they are.
+    /// Build (or reuse from the cache) what the tests need: kube-apiserver and etcd, Argo's CLI
+    /// and workflow-controller, and kubernetes-validate in a virtual environment; print where.
     Build {
-        /// Also build Argo's `argo` CLI and `workflow-controller`.
-        #[arg(long)]
-        argo: bool,
+        /// Only this part.
+        #[arg(long, value_enum)]
+        only: Option<Part>,
     },
     /// Start etcd and kube-apiserver on loopback, print one kubeconfig per user, and run until
     /// Ctrl-C or SIGTERM, which stop both.
@@ -39,6 +40,13 @@ enum Job {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    ControlPlane,
+    Argo,
+    KubernetesValidate,
+}
+
 fn main() {
     if let Err(e) = run(Args::parse()) {
         eprintln!("testenv: {e:#}");
@@ -48,10 +56,19 @@ fn main() {
 
 fn run(args: Args) -> Result<()> {
     match args.command {
-        Job::Build { argo } => {
-            println!("{}", CONTROL_PLANE.ensure_built()?.display());
-            if argo {
-                println!("{}", ARGO.ensure_built()?.display());
+        Job::Build { only } => {
+            let wanted = |part| only.is_none_or(|o| o == part);
+            if wanted(Part::ControlPlane) {
+                println!("control plane: {}", CONTROL_PLANE.ensure_built()?.display());
+            }
+            if wanted(Part::Argo) {
+                println!("argo: {}", ARGO.ensure_built()?.display());
+            }
+            if wanted(Part::KubernetesValidate) {
+                println!(
+                    "kubernetes-validate: {}",
+                    stage_guard_testenv::tools::kubernetes_validate()?.display()
+                );
             }
             Ok(())
         }
