@@ -1423,3 +1423,68 @@ async fn resuming_a_suspended_workflow_passes() {
     assert!(resumed);
     api.assert_no_violations();
 }
+
+/// With the matchConditions of `deploy/base` applied as a cluster applies them, only writes that touch
+/// the stage label or stage-guard's annotations reach the webhook (what tests/e2e_apiserver shows
+/// through the real API server); every other write is admitted without a call.
+#[tokio::test]
+async fn with_the_deployed_match_conditions_only_stage_writes_reach_the_webhook() {
+    let (_wh, api) = start(None);
+    api.use_match_conditions();
+    let created = api
+        .create(
+            &UserInfo::workflow_step(),
+            workflow_named("filtered", Some(PR_CREATED)),
+            false,
+        )
+        .await
+        .unwrap();
+    let sent = |s: &Stored| {
+        (
+            !s.calls_to(Hook::Mutating).is_empty(),
+            s.calls_to(Hook::Validating).len(),
+        )
+    };
+    assert_eq!(sent(&created), (true, 1), "a CREATE is always sent");
+    let status = api
+        .update(
+            &UserInfo::controller(),
+            status_update(&created.object, 3),
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(
+        status.calls.is_empty(),
+        "a status write was sent: {} calls",
+        status.calls.len()
+    );
+    let shutdown = api
+        .patch(
+            &UserInfo::argo_server(),
+            NS,
+            "filtered",
+            Patch::Merge(json!({"spec": {"shutdown": "Stop"}})),
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(shutdown.calls.is_empty(), "a spec patch was sent");
+    let moved = api
+        .patch(
+            &UserInfo::workflow_step(),
+            NS,
+            "filtered",
+            Patch::Merge(stage_merge_patch(READY_FOR_QA)),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        sent(&moved),
+        (true, 1),
+        "a stage change goes to both webhooks"
+    );
+    assert_eq!(history(&moved.object).len(), 2);
+    api.assert_no_violations();
+}

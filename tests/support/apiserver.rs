@@ -3,6 +3,7 @@
 //! compare-and-swap, retries), per shared/reference/apiserver-contract.md section 3.
 
 use super::client::HttpsPool;
+use super::match_conditions::MatchConditions;
 use super::patch::{apply_json_patch, apply_merge_patch, differing_paths};
 use super::review::{
     Hook, Operation, ReviewRequest, UserInfo, build_review, denial, options, verify_response,
@@ -248,6 +249,10 @@ struct Inner {
     calls_made: AtomicUsize,
     /// A barrier and how many requests may still join it.
     read_gate: Mutex<Option<(Arc<tokio::sync::Barrier>, usize)>>,
+    /// When set, hooks are called only when the configurations' matchConditions hold, as in a
+    /// cluster. Off by default: the fast tests send every write to show the webhook is safe
+    /// without the filter too.
+    match_conditions: Mutex<Option<Arc<MatchConditions>>>,
 }
 
 /// The API server. Cheap to clone; clones share the store.
@@ -273,8 +278,43 @@ impl ApiServer {
                 violations: Mutex::new(Vec::new()),
                 calls_made: AtomicUsize::new(0),
                 read_gate: Mutex::new(None),
+                match_conditions: Mutex::new(None),
             }),
         }
+    }
+
+    /// Filters calls with the matchConditions of `deploy/base` from now on, as a cluster does.
+    pub fn use_match_conditions(&self) {
+        *self
+            .inner
+            .match_conditions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) =
+            Some(Arc::new(MatchConditions::from_deploy_base()));
+    }
+
+    /// Whether the configured matchConditions (if any) send `req` to its hook.
+    fn matches(&self, req: &ReviewRequest) -> Step<bool> {
+        let conditions = self
+            .inner
+            .match_conditions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(conditions) = conditions else {
+            return Ok(true);
+        };
+        let review = build_review("match-conditions", req);
+        conditions.sends(req.hook, &review["request"]).map_err(|e| {
+            api_err(
+                403,
+                "Forbidden",
+                format!(
+                    "failed to evaluate the match conditions of {}: {e}",
+                    req.hook.name()
+                ),
+            )
+        })
     }
 
     pub fn with_fake(f: impl Fn(Hook, &Value) -> (u16, Vec<u8>) + Send + Sync + 'static) -> Self {
@@ -473,6 +513,9 @@ impl ApiServer {
     /// The mutating phase: one call, plus the reinvocation round when enabled.
     async fn mutate(&self, ctx: &mut RequestCtx, mut req: ReviewRequest) -> Step<Value> {
         req.hook = Hook::Mutating;
+        if !self.matches(&req)? {
+            return Ok(req.object);
+        }
         let first = ctx.absorb(self.call_round(&req, 0).await);
         if let Some(e) = Self::outcome_error(Hook::Mutating, &first.outcome) {
             return Err(e);
@@ -501,6 +544,9 @@ impl ApiServer {
 
     async fn validate(&self, ctx: &mut RequestCtx, mut req: ReviewRequest) -> Step<()> {
         req.hook = Hook::Validating;
+        if !self.matches(&req)? {
+            return Ok(());
+        }
         let call = ctx.absorb(self.call_round(&req, 0).await);
         match Self::outcome_error(Hook::Validating, &call.outcome) {
             Some(e) => Err(e),

@@ -9,6 +9,7 @@ pub mod checks;
 pub mod client;
 pub mod fields;
 pub mod fixtures;
+pub mod match_conditions;
 pub mod patch;
 pub mod process;
 pub mod review;
