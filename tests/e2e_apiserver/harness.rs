@@ -8,7 +8,7 @@
 //! process.
 
 use crate::support::fixtures::ConfigSpec;
-use crate::support::process::{Webhook, command as stage_guard_command};
+use crate::support::process::Webhook;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use stage_guard_testenv::{ADMIN, Cli, CliOutput, ControlPlane, Options, Process, webhooks};
@@ -19,13 +19,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-pub const STAGE_LABEL: &str = "current-stage";
-pub const HISTORY: &str = "stage-guard.io/history";
-pub const OVERRIDE: &str = "stage-guard.io/override-reason";
-pub const PR_CREATED: &str = "waiting-pr-created";
-pub const READY_FOR_QA: &str = "waiting-ready-for-qa";
-pub const PR_APPROVED: &str = "waiting-pr-approved";
-pub const RESUBMITTED_FROM: &str = "workflows.argoproj.io/resubmitted-from-workflow";
+pub use crate::support::fixtures::{
+    HISTORY, LABEL_RESUBMITTED_FROM as RESUBMITTED_FROM, OVERRIDE, PR_APPROVED, PR_CREATED,
+    READY_FOR_QA, STAGE_LABEL,
+};
 
 /// How long registration may take to reach the API server's admission chain.
 const ACTIVE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -192,27 +189,9 @@ impl Setup {
     }
 }
 
-/// `stage-guard certs` into `dir`, with 127.0.0.1 (the URL's host) as a SAN; returns the base64
-/// CA bundle it prints.
+/// `stage-guard certs` into `dir` for a loopback webhook; returns the base64 CA bundle.
 pub fn issue_serving_cert(dir: &Path) -> Result<String> {
-    let out = stage_guard_command()
-        .args([
-            "certs",
-            "--service",
-            "stage-guard",
-            "--namespace",
-            "stage-guard",
-        ])
-        .args(["--san", "127.0.0.1", "--out"])
-        .arg(dir)
-        .output()
-        .context("run stage-guard certs")?;
-    ensure!(
-        out.status.success(),
-        "stage-guard certs failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    webhooks::issue_serving_cert(&crate::support::process::stage_guard_bin(), dir)
 }
 
 /// The two webhook configurations of `deploy/base` (rendered once per run).

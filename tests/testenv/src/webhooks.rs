@@ -50,6 +50,30 @@ pub fn pointed_at(mut configs: Vec<Value>, port: u16, ca_bundle: &str) -> Result
     Ok(configs)
 }
 
+/// Runs `stage-guard certs` (the binary at `stage_guard`) into `dir`, with 127.0.0.1, the host of
+/// the loopback URL, as a SAN; returns the base64 CA bundle it prints.
+pub fn issue_serving_cert(stage_guard: &std::path::Path, dir: &std::path::Path) -> Result<String> {
+    let out = std::process::Command::new(stage_guard)
+        .args([
+            "certs",
+            "--service",
+            "stage-guard",
+            "--namespace",
+            "stage-guard",
+        ])
+        .args(["--san", "127.0.0.1", "--out"])
+        .arg(dir)
+        .env_remove("STAGE_GUARD_CONFIG")
+        .output()
+        .with_context(|| format!("run {} certs", stage_guard.display()))?;
+    ensure!(
+        out.status.success(),
+        "stage-guard certs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 impl ControlPlane {
     /// Applies objects as the admin, server-side, so a later apply of the same objects replaces
     /// the fields it sets.
