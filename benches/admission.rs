@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use stage_guard::admission::{self, Webhook, review};
-use stage_guard::config::Policy;
+use stage_guard::core::Policy;
 
 fn bodies(object_bytes: usize) -> Vec<(&'static str, &'static str, Vec<u8>)> {
     fixtures::templates(object_bytes)

@@ -25,9 +25,22 @@ pub struct Cli {
 pub enum Command {
     /// Run the webhook server (the default)
     Serve(ServeArgs),
-    /// Print the verdict on one stage change, offline; exit 0 allowed, 1 denied, 2 usage or config error
+    /// Print the cluster's verdict on one stage change, offline (both webhooks, as the API server calls
+    /// them); exit 0 allowed, 1 denied, 2 usage or config error
+    #[command(after_help = "Examples:
+  stage-guard check --from waiting-pr-created --to waiting-pr-approved
+  stage-guard check --create --to waiting-pr-created --user alice
+  stage-guard check --config deploy/base/config.yaml --from waiting-pr-approved --to waiting-pr-created \\
+      --user alice --override-reason 'QA found a regression'")]
     Check(CheckArgs),
-    /// Answer an AdmissionReview from a file or stdin as the server would; exit 0 allowed, 1 denied, 2 bad input
+    /// Answer a write as the cluster would: the mutating webhook, its patch applied, then the validating
+    /// webhook; prints the AdmissionReview response; exit 0 allowed, 1 denied, 2 bad input
+    #[command(after_help = "Examples:
+  stage-guard review samples/validate-skip.json           # an AdmissionReview as the API server sends it
+  stage-guard review --mutate samples/mutate-advance.json # the mutating webhook's response
+  kubectl get wf task-7 -o yaml > old.yaml                # the stored Workflow ...
+  sed 's/waiting-pr-created/waiting-pr-approved/' old.yaml > new.yaml
+  stage-guard review --old old.yaml --new new.yaml --user alice --group qa")]
     Review(ReviewArgs),
     /// Check a configuration file, or print the embedded default
     #[command(subcommand)]
@@ -175,15 +188,56 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct ReviewArgs {
-    /// Answer as the mutating webhook (default: the validating one)
+    /// Print the mutating webhook's response (default: the validating webhook's, to the patched write)
     #[arg(long, env = "STAGE_GUARD_MUTATE")]
     pub mutate: bool,
     /// Stage configuration (YAML); the embedded default when absent
     #[arg(long, env = "STAGE_GUARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// AdmissionReview JSON file, or - for stdin
-    #[arg(value_name = "FILE|-")]
-    pub input: PathBuf,
+    /// AdmissionReview JSON file, or - for stdin (instead of --new)
+    #[arg(value_name = "FILE|-", required_unless_present = "new", conflicts_with_all = ["new", "old"])]
+    pub input: Option<PathBuf>,
+    /// The stored Workflow (YAML or JSON), as `kubectl get -o yaml` prints it; omit for a CREATE
+    #[arg(long, env = "STAGE_GUARD_OLD", value_name = "FILE")]
+    pub old: Option<PathBuf>,
+    /// The incoming Workflow (YAML or JSON): the object the client writes
+    #[arg(long, env = "STAGE_GUARD_NEW", value_name = "FILE")]
+    pub new: Option<PathBuf>,
+    /// Requesting username, with --new
+    #[arg(
+        long,
+        env = "STAGE_GUARD_USER",
+        value_name = "USER",
+        default_value = "",
+        requires = "new"
+    )]
+    pub user: String,
+    /// Requesting group, with --new; repeat for several
+    #[arg(
+        long = "group",
+        env = "STAGE_GUARD_GROUP",
+        value_name = "GROUP",
+        value_delimiter = ',',
+        requires = "new"
+    )]
+    pub groups: Vec<String>,
+    /// CREATE or UPDATE, with --new (default: UPDATE when --old is given, else CREATE)
+    #[arg(
+        long,
+        env = "STAGE_GUARD_OPERATION",
+        value_name = "OP",
+        value_enum,
+        requires = "new"
+    )]
+    pub operation: Option<ReviewOperation>,
+}
+
+/// The operations `review --new` can play.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum ReviewOperation {
+    Create,
+    Update,
 }
 
 #[derive(Debug, Subcommand)]

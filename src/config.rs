@@ -1,14 +1,15 @@
 //! The configuration file (SPEC 2): schema, embedded default, and strict validation.
 //!
 //! Parsing is strict at every depth (unknown keys and duplicate keys are errors). A parsed file is then
-//! checked as a whole and turned into a [`Policy`], the only form the rest of the program uses.
+//! checked as a whole and turned into a [`Policy`] (`core::policy`), the only form the rest of the program
+//! uses.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::stages::StageGraph;
+use crate::core::{HistoryConfig, Mode, OverrideConfig, Policy, Resubmit, StageGraph};
 
 /// The embedded default configuration, printed by `stage-guard config default`.
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("default-config.yaml");
@@ -31,22 +32,6 @@ impl ConfigError {
             reason: reason.into(),
         }
     }
-}
-
-/// `mode`: whether rule violations are denied or only warned about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Enforce,
-    Warn,
-}
-
-/// `resubmit`: what happens to the stage of a Workflow created by `argo resubmit` (SPEC 4.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Resubmit {
-    Reset,
-    Keep,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,51 +65,12 @@ struct RawOverride {
     groups: Option<Vec<String>>,
 }
 
-/// `history`: the stage-history annotation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryConfig {
-    pub annotation: String,
-    pub limit: usize,
-    pub required: bool,
-}
-
-/// `override`: who may force a change that is not an edge, and where the reason goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OverrideConfig {
-    pub annotation: String,
-    pub users: Vec<String>,
-    pub groups: Vec<String>,
-}
-
-impl OverrideConfig {
-    /// A requester may force a change when its username, or one of its groups, is listed.
-    pub fn permits(&self, username: &str, groups: &[String]) -> bool {
-        self.users.iter().any(|u| u == username) || groups.iter().any(|g| self.groups.contains(g))
-    }
-}
-
-/// A validated configuration: everything the admission logic needs.
-#[derive(Debug, Clone)]
-pub struct Policy {
-    pub label: String,
-    pub graph: StageGraph,
-    pub mode: Mode,
-    pub history: HistoryConfig,
-    pub override_: OverrideConfig,
-    pub resubmit: Resubmit,
-}
-
 impl Policy {
     /// The embedded default (SPEC 2).
     pub fn default_policy() -> Policy {
         // The embedded file is checked by a unit test; failing here would be a build defect.
         Policy::from_yaml(DEFAULT_CONFIG_YAML)
             .unwrap_or_else(|e| panic!("embedded default config: {e}"))
-    }
-
-    /// The `resubmit` rule when it applies: to the CREATE of a Workflow made by `argo resubmit` (SPEC 4.5).
-    pub fn resubmit_rule(&self, is_create: bool, resubmitted: bool) -> Option<Resubmit> {
-        (is_create && resubmitted).then_some(self.resubmit)
     }
 
     /// Reads and validates a configuration file.

@@ -1,15 +1,14 @@
 //! stage-guard: a Kubernetes admission webhook that keeps a Workflow's stage label on the paths of a
 //! configured stage graph and records every change in an append-only history annotation.
 //!
-//! The pure core (`config`, `stages`, `history`, `verdict`, `admission::mutate` planning) holds every rule;
-//! `admission` decodes and encodes AdmissionReviews around it; `server` and `main` are thin shells.
+//! `core` is the rule book (pure: the facts of a write in, a verdict or a mutation plan out);
+//! `config` reads the configuration file into the core's `Policy`; `admission` decodes and encodes
+//! AdmissionReviews around the core, and runs the offline pipeline; `server` and `main` are thin shells.
 
 pub mod admission;
 pub mod certs;
 pub mod cli;
 pub mod config;
-pub mod history;
+pub mod core;
 pub mod metrics;
 pub mod server;
-pub mod stages;
-pub mod verdict;

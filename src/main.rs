@@ -7,16 +7,15 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::Parser;
-use stage_guard::admission::{self, Webhook};
+use stage_guard::admission::pipeline::{self, ClusterAnswer, PipelineError, Requester};
 use stage_guard::certs;
 use stage_guard::cli::{
     CertsArgs, CheckArgs, Cli, Command, ConfigCommand, DefaultServe, LogFormat, ReviewArgs,
-    ServeArgs,
+    ReviewOperation, ServeArgs,
 };
-use stage_guard::config::{DEFAULT_CONFIG_YAML, Policy};
-use stage_guard::history::{Entry, HistoryWrite};
+use stage_guard::config::DEFAULT_CONFIG_YAML;
+use stage_guard::core::{Operation, Policy};
 use stage_guard::server::{self, ServeOptions, Server};
-use stage_guard::verdict::{self, Outcome, Write};
 
 const EXIT_DENIED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -157,37 +156,54 @@ fn check(args: CheckArgs) -> ExitCode {
             "--create judges a new object: it has no stored stage, so --from must be omitted",
         );
     }
-    let (from, to) = (args.from.as_deref(), args.to.as_deref());
-    // The history as the mutating webhook would leave it: one entry for a change, none otherwise.
-    let history = if from == to {
-        HistoryWrite::Unchanged
-    } else {
-        HistoryWrite::Appended(Entry::new(from, to, &args.user, SystemTime::now()))
-    };
-    let v = verdict::decide(
+    let (old, new) = pipeline::change_objects(
         &policy,
-        &Write {
-            workflow: "(offline check)",
-            is_create: args.create,
-            from,
-            to,
-            resubmitted: false,
-            username: &args.user,
-            groups: &args.groups,
-            override_annotation_requested: args
-                .override_reason
-                .as_deref()
-                .is_some_and(|r| !r.is_empty()),
-            history: &history,
-        },
+        "(offline check)",
+        args.from.as_deref(),
+        args.to.as_deref(),
+        args.override_reason.as_deref(),
     );
-    println!("{}", v.message);
-    for w in &v.warnings {
-        eprintln!("warning: {w}");
+    let (operation, old) = if args.create {
+        (Operation::Create, None)
+    } else {
+        (Operation::Update, Some(&old))
+    };
+    let requester = Requester {
+        username: args.user,
+        groups: args.groups,
+    };
+    let review = pipeline::review_of(operation, &requester, old, &new);
+    match pipeline::run(&policy, &review, SystemTime::now()) {
+        Ok(answer) => {
+            let record = &answer.validate.record;
+            println!("{}", record.message);
+            print_warnings(&answer);
+            decision_exit(&answer)
+        }
+        Err(e) => usage_error(e),
     }
-    match v.outcome {
-        Outcome::Allowed | Outcome::Warned => ExitCode::SUCCESS,
-        Outcome::Denied => ExitCode::from(EXIT_DENIED),
+}
+
+/// The warnings both webhooks gave, as kubectl would print them.
+fn print_warnings(answer: &ClusterAnswer) {
+    for body in [&answer.mutate.body, &answer.validate.body] {
+        let warnings = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.pointer("/response/warnings").cloned());
+        for w in warnings
+            .iter()
+            .flat_map(|w| w.as_array().into_iter().flatten())
+        {
+            eprintln!("warning: {}", w.as_str().unwrap_or_default());
+        }
+    }
+}
+
+fn decision_exit(answer: &ClusterAnswer) -> ExitCode {
+    if answer.validate.allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_DENIED)
     }
 }
 
@@ -196,31 +212,87 @@ fn review(args: ReviewArgs) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let mut body = Vec::new();
-    let read = if args.input.as_os_str() == "-" {
-        std::io::stdin().read_to_end(&mut body).map(|_| ())
-    } else {
-        std::fs::read(&args.input).map(|b| body = b)
-    };
-    if let Err(e) = read {
-        return usage_error(format!("cannot read {}: {e}", args.input.display()));
-    }
-    let webhook = if args.mutate {
-        Webhook::Mutate
-    } else {
-        Webhook::Validate
-    };
-    match admission::answer(&policy, webhook, &body, SystemTime::now()) {
-        Ok(answer) => {
-            println!("{}", String::from_utf8_lossy(&answer.body));
-            if answer.allowed {
-                ExitCode::SUCCESS
+    let now = SystemTime::now();
+    let (answer, source) = match (&args.input, &args.new) {
+        (Some(input), _) => {
+            let mut body = Vec::new();
+            let read = if input.as_os_str() == "-" {
+                std::io::stdin().read_to_end(&mut body).map(|_| ())
             } else {
-                ExitCode::from(EXIT_DENIED)
+                std::fs::read(input).map(|b| body = b)
+            };
+            if let Err(e) = read {
+                return usage_error(format!("cannot read {}: {e}", input.display()));
             }
+            (
+                pipeline::run_body(&policy, &body, now),
+                input.display().to_string(),
+            )
         }
-        Err(e) => usage_error(format!("{}: {e}", args.input.display())),
+        (None, Some(new_file)) => {
+            let new = match read_object(new_file) {
+                Ok(v) => v,
+                Err(e) => return usage_error(e),
+            };
+            let old = match args.old.as_deref().map(read_object).transpose() {
+                Ok(v) => v,
+                Err(e) => return usage_error(e),
+            };
+            let operation = match (args.operation, &old) {
+                (Some(ReviewOperation::Create), _) => Operation::Create,
+                (Some(ReviewOperation::Update), Some(_)) | (None, Some(_)) => Operation::Update,
+                (Some(ReviewOperation::Update), None) => {
+                    return usage_error(
+                        "--operation UPDATE needs the stored object: give --old FILE",
+                    );
+                }
+                (None, None) => Operation::Create,
+            };
+            let requester = Requester {
+                username: args.user.clone(),
+                groups: args.groups.clone(),
+            };
+            let review = pipeline::review_of(operation, &requester, old.as_ref(), &new);
+            (
+                pipeline::run(&policy, &review, now),
+                new_file.display().to_string(),
+            )
+        }
+        (None, None) => return usage_error("give an AdmissionReview FILE, or --new FILE"),
+    };
+    match answer {
+        Ok(answer) => {
+            let shown = if args.mutate {
+                &answer.mutate
+            } else {
+                &answer.validate
+            };
+            println!("{}", String::from_utf8_lossy(&shown.body));
+            decision_exit(&answer)
+        }
+        Err(PipelineError::BadReview(e)) => usage_error(format!("{source}: {e}")),
+        Err(e) => {
+            eprintln!("stage-guard: {source}: {e}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// A Workflow from a YAML or JSON file (JSON is YAML).
+fn read_object(path: &Path) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let value: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| {
+        format!(
+            "{}: not a YAML or JSON object: {}",
+            path.display(),
+            e.to_string().lines().next().unwrap_or_default()
+        )
+    })?;
+    if !value.is_object() {
+        return Err(format!("{}: not a YAML or JSON object", path.display()));
+    }
+    Ok(value)
 }
 
 fn config_check(file: &Path) -> ExitCode {

@@ -425,3 +425,138 @@ fn serve_refuses_a_bad_config_or_missing_certificates_with_exit_2() {
     let o = serve_expecting_exit(&["--log-format", "yaml"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn offline_answers_are_the_clusters_in_warn_mode_too() {
+    // The API server calls the mutating webhook, applies its patch, then calls the validating one;
+    // in warn mode it admits the sample skip with a warning, and so must `review` and `check`.
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(&dir, "mode: warn\n");
+    let o = run(&[
+        "review",
+        "--config",
+        &config,
+        &samples("validate-skip.json"),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["response"]["allowed"], true);
+    assert_eq!(v["response"]["auditAnnotations"]["decision"], "warned");
+    assert_eq!(v["response"]["auditAnnotations"]["reason"], "skip");
+    assert!(
+        v["response"]["warnings"][0].as_str().unwrap().starts_with(
+            "stage-guard warn mode: stage change waiting-pr-created -> waiting-pr-approved"
+        ),
+        "{v}"
+    );
+
+    let o = run(&[
+        "check",
+        "--config",
+        &config,
+        "--from",
+        "waiting-pr-created",
+        "--to",
+        "waiting-pr-approved",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("warned (skip)"), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("warning: stage-guard warn mode"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// A Workflow as `kubectl get -o yaml` prints it, at `stage`, with a one-entry history.
+fn stored_workflow_yaml(stage: &str) -> String {
+    format!(
+        r#"apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata:
+  name: task-7
+  namespace: argo
+  resourceVersion: "4711"
+  labels:
+    current-stage: {stage}
+    workflows.argoproj.io/phase: Running
+  annotations:
+    stage-guard.io/history: '[{{"from":null,"to":"waiting-pr-created","at":"2026-11-26T09:22:46Z","by":"alice"}}]'
+spec:
+  entrypoint: main
+status:
+  phase: Running
+"#
+    )
+}
+
+#[test]
+fn review_judges_the_stored_and_the_incoming_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let old = write("old.yaml", &stored_workflow_yaml("waiting-pr-created"));
+    let skip = write("skip.yaml", &stored_workflow_yaml("waiting-pr-approved"));
+    let advance = write(
+        "advance.yaml",
+        &stored_workflow_yaml("waiting-ready-for-qa"),
+    );
+
+    let o = run(&["review", "--old", &old, "--new", &skip, "--user", "bob"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        v["response"]["status"]["message"],
+        "stage change waiting-pr-created -> waiting-pr-approved on argo/task-7 denied (skip): \
+         skips waiting-ready-for-qa; allowed next: waiting-ready-for-qa"
+    );
+
+    let o = run(&["review", "--old", &old, "--new", &advance, "--user", "bob"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["response"]["auditAnnotations"]["reason"], "advance");
+
+    // The mutating webhook's answer to the same write: the history entry, stamped for bob.
+    let o = run(&[
+        "review", "--mutate", "--old", &old, "--new", &advance, "--user", "bob",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(v["response"]["patch"].as_str().unwrap())
+        .unwrap();
+    let ops: serde_json::Value = serde_json::from_slice(&patch).unwrap();
+    let history: serde_json::Value =
+        serde_json::from_str(ops[0]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(history[1]["from"], "waiting-pr-created");
+    assert_eq!(history[1]["to"], "waiting-ready-for-qa");
+    assert_eq!(history[1]["by"], "bob");
+
+    // Without --old it is a CREATE: entering at the entry stage is allowed, past it is a skip.
+    let entry = write("entry.yaml", &stored_workflow_yaml("waiting-pr-created"));
+    let o = run(&["review", "--new", &entry, "--user", "alice"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("\"reason\":\"entry\""),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(run(&["review", "--new", &skip]).status.code(), Some(1));
+
+    // Input that cannot be judged is exit 2 with a one-line reason.
+    let o = run(&["review", "--new", &advance, "--operation", "UPDATE"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("give --old FILE"), "{}", stderr(&o));
+    let list = write("list.yaml", "- not\n- an object\n");
+    let o = run(&["review", "--new", &list]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not a YAML or JSON object"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -8,8 +8,8 @@ use base64::Engine;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use stage_guard::admission::{Webhook, answer};
-use stage_guard::config::Policy;
-use stage_guard::history;
+use stage_guard::core::Policy;
+use stage_guard::core::history;
 
 const GRAPH: &str = "\
 stages: [implementing, reviewing, testing, merging, done]

@@ -1,18 +1,17 @@
-//! AdmissionReview in, AdmissionReview out: decodes a request, asks the pure core, encodes the answer.
-//! Shared by the HTTP server and the `review` command, so both give the same answer to the same body.
+//! AdmissionReview in, AdmissionReview out: decodes a request, reads its [`Facts`] once, asks the core,
+//! and encodes the answer. Shared by the HTTP server and the offline commands (`pipeline`), so all give
+//! the same answer to the same body.
 
-pub mod mutate;
+pub mod patch;
+pub mod pipeline;
 pub mod review;
 
 use std::borrow::Cow;
 use std::time::SystemTime;
 
-use kube::core::admission::Operation;
-
-use crate::config::Policy;
-use crate::history;
-use crate::stages::Reason;
-use crate::verdict::{self, Outcome, Write, show_stage};
+use crate::core::{
+    self, Facts, Operation, Outcome, Policy, RESUBMITTED_FROM_LABEL, Reason, show_stage,
+};
 
 pub use review::BadReview;
 use review::{Request, ResponseOut};
@@ -72,10 +71,10 @@ pub fn answer(
     now: SystemTime,
 ) -> Result<Answer, BadReview> {
     let req = review::decode(body)?;
-    let seen = Observed::of(policy, &req);
+    let facts = facts_of(policy, &req);
     let (response, record) = match webhook {
-        Webhook::Validate => validate(policy, &req, &seen),
-        Webhook::Mutate => mutate(policy, &req, &seen, now),
+        Webhook::Validate => validate(policy, &req, &facts),
+        Webhook::Mutate => mutate(policy, &req, &facts, now),
     };
     let allowed = response.allowed;
     // Serialising plain strings, maps and a Status cannot fail.
@@ -87,109 +86,71 @@ pub fn answer(
     })
 }
 
-/// What both webhooks read off the object and the stored object.
-struct Observed<'r> {
-    is_create: bool,
-    judged: bool,
-    workflow: String,
-    from: Option<&'r str>,
-    to: Option<&'r str>,
-    resubmitted: bool,
-    stored_history: Option<Cow<'r, str>>,
-    incoming_history: Option<Cow<'r, str>>,
-    stored_override: Option<Cow<'r, str>>,
-    incoming_override: Option<Cow<'r, str>>,
-}
-
-impl<'r> Observed<'r> {
-    fn of(policy: &Policy, req: &'r Request<'_>) -> Observed<'r> {
-        let is_create = req.operation == Operation::Create;
-        let judged = matches!(req.operation, Operation::Create | Operation::Update);
-        let (new, old) = (&req.object, &req.old_object);
-        let stored = |key: &str| if is_create { None } else { old.annotation(key) };
-        Observed {
-            is_create,
-            judged,
-            workflow: req.workflow(),
-            from: if is_create {
-                None
-            } else {
-                old.label(&policy.label)
-            },
-            to: new.label(&policy.label),
-            resubmitted: new.label(mutate::RESUBMITTED_FROM_LABEL).is_some(),
-            stored_history: stored(&policy.history.annotation),
-            incoming_history: new.annotation(&policy.history.annotation),
-            stored_override: stored(&policy.override_.annotation),
-            incoming_override: new.annotation(&policy.override_.annotation),
-        }
-    }
-
-    fn record(&self, policy: &Policy, req: &Request<'_>) -> Record {
-        let metric_label = |s: Option<&str>| match s {
-            None => "none".to_owned(),
-            Some(s) if policy.graph.is_known(s) => s.to_owned(),
-            Some(_) => "unknown".to_owned(),
-        };
-        Record {
-            uid: req.uid.clone(),
-            workflow: self.workflow.clone(),
-            user: req.user.username.clone(),
-            operation: operation_name(&req.operation),
-            transition: format!("{}->{}", show_stage(self.from), show_stage(self.to)),
-            stage_changed: self.judged && self.from != self.to,
-            decision: "allowed",
-            patched: false,
-            reason: None,
-            from_label: metric_label(self.from),
-            to_label: metric_label(self.to),
-            message: String::new(),
-            warnings: 0,
-        }
-    }
-}
-
-pub fn operation_name(op: &Operation) -> &'static str {
-    match op {
-        Operation::Create => "CREATE",
-        Operation::Update => "UPDATE",
-        Operation::Delete => "DELETE",
-        Operation::Connect => "CONNECT",
-    }
-}
-
-fn validate(policy: &Policy, req: &Request<'_>, seen: &Observed<'_>) -> (ResponseOut, Record) {
-    let mut record = seen.record(policy, req);
-    if !seen.judged {
-        // DELETE and CONNECT are allowed without judgement (SPEC 4.1).
-        return (ResponseOut::allow(&req.uid), record);
-    }
-    let history = history::classify(
-        seen.stored_history.as_deref(),
-        seen.incoming_history.as_deref(),
-        seen.from,
-        seen.to,
-        &req.user.username,
-        policy.history.limit,
-    );
-    let override_annotation_requested = seen
-        .incoming_override
-        .as_deref()
-        .is_some_and(|r| !r.is_empty() && Some(r) != seen.stored_override.as_deref());
-    let v = verdict::decide(
-        policy,
-        &Write {
-            workflow: &seen.workflow,
-            is_create: seen.is_create,
-            from: seen.from,
-            to: seen.to,
-            resubmitted: seen.resubmitted,
-            username: &req.user.username,
-            groups: &req.user.groups,
-            override_annotation_requested,
-            history: &history,
+/// The facts of one request: what both webhooks read off the object and the stored object.
+pub fn facts_of<'r>(policy: &Policy, req: &'r Request<'_>) -> Facts<'r> {
+    let operation = match req.operation {
+        kube::core::admission::Operation::Create => Operation::Create,
+        kube::core::admission::Operation::Update => Operation::Update,
+        kube::core::admission::Operation::Delete => Operation::Delete,
+        kube::core::admission::Operation::Connect => Operation::Connect,
+    };
+    let is_create = operation == Operation::Create;
+    let (new, old) = (&req.object, &req.old_object);
+    // On CREATE there is no stored object, whatever `oldObject` holds.
+    let stored = |key: &str| if is_create { None } else { old.annotation(key) };
+    Facts {
+        operation,
+        workflow: Cow::Owned(req.workflow()),
+        from: if is_create {
+            None
+        } else {
+            old.label(&policy.label)
         },
-    );
+        to: new.label(&policy.label),
+        resubmitted: new.label(RESUBMITTED_FROM_LABEL).is_some(),
+        stale: operation == Operation::Update
+            && new
+                .resource_version
+                .as_deref()
+                .is_some_and(|rv| !rv.is_empty())
+            && new.resource_version != old.resource_version,
+        username: &req.user.username,
+        groups: &req.user.groups,
+        stored_history: stored(&policy.history.annotation),
+        incoming_history: new.annotation(&policy.history.annotation),
+        stored_override: stored(&policy.override_.annotation),
+        incoming_override: new.annotation(&policy.override_.annotation),
+    }
+}
+
+fn record_of(policy: &Policy, req: &Request<'_>, facts: &Facts<'_>) -> Record {
+    let metric_label = |s: Option<&str>| match s {
+        None => "none".to_owned(),
+        Some(s) if policy.graph.is_known(s) => s.to_owned(),
+        Some(_) => "unknown".to_owned(),
+    };
+    Record {
+        uid: req.uid.clone(),
+        workflow: facts.workflow.to_string(),
+        user: req.user.username.clone(),
+        operation: facts.operation.as_str(),
+        transition: format!("{}->{}", show_stage(facts.from), show_stage(facts.to)),
+        stage_changed: facts.stage_changed(),
+        decision: "allowed",
+        patched: false,
+        reason: None,
+        from_label: metric_label(facts.from),
+        to_label: metric_label(facts.to),
+        message: String::new(),
+        warnings: 0,
+    }
+}
+
+fn validate(policy: &Policy, req: &Request<'_>, facts: &Facts<'_>) -> (ResponseOut, Record) {
+    let mut record = record_of(policy, req, facts);
+    let Some(v) = core::validate(policy, facts) else {
+        return (ResponseOut::allow(&req.uid), record);
+    };
     let mut response = if v.allowed() {
         ResponseOut::allow(&req.uid)
     } else {
@@ -217,40 +178,20 @@ fn validate(policy: &Policy, req: &Request<'_>, seen: &Observed<'_>) -> (Respons
 fn mutate(
     policy: &Policy,
     req: &Request<'_>,
-    seen: &Observed<'_>,
+    facts: &Facts<'_>,
     now: SystemTime,
 ) -> (ResponseOut, Record) {
-    let mut record = seen.record(policy, req);
+    let mut record = record_of(policy, req, facts);
     let response = ResponseOut::allow(&req.uid);
-    if !seen.judged {
+    if !facts.is_judged() {
         return (response, record);
     }
-    let (new, old) = (&req.object, &req.old_object);
-    let facts = mutate::MutationFacts {
-        is_create: seen.is_create,
-        stale: !seen.is_create
-            && new
-                .resource_version
-                .as_deref()
-                .is_some_and(|rv| !rv.is_empty())
-            && new.resource_version != old.resource_version,
-        resubmitted: seen.resubmitted,
-        from: seen.from,
-        to: seen.to,
-        username: &req.user.username,
-        groups: &req.user.groups,
-        stored_history: seen.stored_history.as_deref(),
-        incoming_history: seen.incoming_history.as_deref(),
-        stored_override: seen.stored_override.as_deref(),
-        incoming_override: seen.incoming_override.as_deref(),
-        workflow: &seen.workflow,
-    };
-    let plan = mutate::plan(policy, &facts, now);
+    let plan = core::mutate(policy, facts, now);
     if facts.stale {
         record.message =
             "stale write (resourceVersion differs from the stored object): not patched".into();
     }
-    let patch = mutate::patch_for(policy, &plan, req);
+    let patch = patch::patch_for(policy, &plan, req);
     if !patch.0.is_empty() {
         record.patched = true;
         record.message = format!("{} operation(s) patched", patch.0.len());

@@ -167,7 +167,7 @@ fn checked(review: ReviewIn<'_>) -> Result<Request<'_>, BadReview> {
         Some(other) => {
             return Err(BadReview(format!(
                 "apiVersion must be {API_VERSION}, got {:?}",
-                crate::verdict::show(other)
+                crate::core::show(other)
             )));
         }
         None => {

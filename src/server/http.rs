@@ -15,9 +15,9 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::Semaphore;
 
 use crate::admission::{self, Answer, Webhook};
-use crate::config::Policy;
+use crate::core::Policy;
+use crate::core::show;
 use crate::metrics::Metrics;
-use crate::verdict::show;
 
 /// Bodies above this size are answered on the blocking pool: parsing a 1 MiB Workflow takes long
 /// enough to stall other connections on the same runtime thread.

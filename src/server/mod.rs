@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::certs;
-use crate::config::Policy;
+use crate::core::Policy;
 use crate::metrics::Metrics;
 use http::AppState;
 use tls::{ReloadEvent, ReloadingCertResolver};

@@ -1,31 +1,11 @@
-//! The validating decision (SPEC 4.1): the whole decision table, warn mode, the history check, and the
-//! one-line messages. Pure: it takes plain facts about one write and returns a [`Verdict`].
+//! The validating decision (SPEC 4.1): the whole decision table, warn mode and the history check.
 
-use std::borrow::Cow;
-
-use crate::config::{Mode, Policy};
-use crate::history::HistoryWrite;
-use crate::stages::{Reason, StageChange};
-
-/// What the validating webhook knows about one CREATE or UPDATE.
-#[derive(Debug, Clone)]
-pub struct Write<'a> {
-    /// `namespace/name`, for messages.
-    pub workflow: &'a str,
-    pub is_create: bool,
-    /// `O`
-    pub from: Option<&'a str>,
-    /// `N`
-    pub to: Option<&'a str>,
-    /// Carries `workflows.argoproj.io/resubmitted-from-workflow`.
-    pub resubmitted: bool,
-    pub username: &'a str,
-    pub groups: &'a [String],
-    /// The override annotation is set, non-empty, and differs from the stored one.
-    pub override_annotation_requested: bool,
-    /// How the history annotation changed.
-    pub history: &'a HistoryWrite,
-}
+use super::facts::Facts;
+use super::graph::StageChange;
+use super::history::HistoryWrite;
+use super::policy::{Mode, Policy, Resubmit};
+use super::reason::Reason;
+use super::words::Say;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -52,7 +32,7 @@ pub struct Verdict {
     pub reason: Reason,
     /// One line: the denial message, or a description of what was admitted.
     pub message: String,
-    /// Single-line warnings of at most [`WARNING_MAX_CHARS`] characters.
+    /// Single-line warnings of at most [`super::words::WARNING_MAX_CHARS`] characters.
     pub warnings: Vec<String>,
 }
 
@@ -62,29 +42,33 @@ impl Verdict {
     }
 }
 
-/// The API server asks for warnings of at most 120 characters.
-pub const WARNING_MAX_CHARS: usize = 120;
-
-/// Decides one write: the rows of SPEC 4.1 from top to bottom, then warn mode, then the history requirement.
-pub fn decide(policy: &Policy, w: &Write<'_>) -> Verdict {
+/// Decides one write, given how its history annotation changed: the rows of SPEC 4.1 from top to
+/// bottom, then warn mode, then the history requirement.
+pub(crate) fn decide(policy: &Policy, w: &Facts<'_>, history: &HistoryWrite) -> Verdict {
     let graph = &policy.graph;
-    let entry_override = matches!(w.history, HistoryWrite::Appended(e) if e.override_.is_some());
-    let override_requested = w.override_annotation_requested || entry_override;
+    let entry_override = matches!(history, HistoryWrite::Appended(e) if e.override_.is_some());
+    let override_requested = w.override_reason().is_some() || entry_override;
     let override_permitted = override_requested && policy.override_.permits(w.username, w.groups);
     let say = Say { policy, w };
+    let deny = |reason: Reason| Verdict {
+        outcome: Outcome::Denied,
+        reason,
+        message: say.denied(reason),
+        warnings: Vec::new(),
+    };
 
     if override_requested && !override_permitted {
-        return say.deny(Reason::OverrideNotPermitted);
+        return deny(Reason::OverrideNotPermitted);
     }
-    if *w.history == HistoryWrite::Tampered {
-        return say.deny(Reason::HistoryTampered);
+    if *history == HistoryWrite::Tampered {
+        return deny(Reason::HistoryTampered);
     }
 
     let reason = graph.judge(StageChange {
         from: w.from,
         to: w.to,
-        resubmit_keep_create: policy.resubmit_rule(w.is_create, w.resubmitted)
-            == Some(crate::config::Resubmit::Keep),
+        resubmit_keep_create: policy.resubmit_rule(w.is_create(), w.resubmitted)
+            == Some(Resubmit::Keep),
         override_permitted,
     });
 
@@ -93,199 +77,39 @@ pub fn decide(policy: &Policy, w: &Write<'_>) -> Verdict {
     } else if policy.mode == Mode::Warn && reason.is_stage_rule_denial() {
         Outcome::Warned
     } else {
-        return say.deny(reason);
+        return deny(reason);
     };
 
     let changed = w.from != w.to;
-    if changed && policy.history.required && !matches!(w.history, HistoryWrite::Appended(_)) {
-        return say.deny(Reason::HistoryMissing);
+    if changed && policy.history.required && !matches!(history, HistoryWrite::Appended(_)) {
+        return deny(Reason::HistoryMissing);
     }
 
-    match outcome {
-        Outcome::Warned => say.warned(reason),
-        _ if reason == Reason::Override => say.forced(),
-        _ => Verdict {
-            outcome,
-            reason,
-            message: format!(
-                "{} on {} allowed ({reason})",
-                say.change(),
-                show(w.workflow)
-            ),
-            warnings: Vec::new(),
-        },
-    }
-}
-
-/// Builds the words of a verdict.
-struct Say<'p, 'w> {
-    policy: &'p Policy,
-    w: &'p Write<'w>,
-}
-
-impl Say<'_, '_> {
-    fn change(&self) -> String {
-        if self.w.from == self.w.to {
-            let verb = if self.w.is_create { "create" } else { "update" };
-            format!("{verb} at stage {}", show_stage(self.w.to))
-        } else {
-            format!(
-                "stage change {} -> {}",
-                show_stage(self.w.from),
-                show_stage(self.w.to)
-            )
+    let (message, warnings) = match outcome {
+        Outcome::Warned => {
+            let (message, warning) = say.warned(reason);
+            (message, vec![warning])
         }
-    }
-
-    fn allowed_next(&self) -> String {
-        let graph = &self.policy.graph;
-        match self.w.from {
-            Some(o) if !graph.is_known(o) => {
-                "none from an unknown stage (a permitted override can set a known one)".to_owned()
-            }
-            from => {
-                let next = graph.next_stages(from);
-                if next.is_empty() {
-                    format!("none ({} is final)", show_stage(from))
-                } else {
-                    next.join(", ")
-                }
-            }
+        _ if reason == Reason::Override => {
+            let (message, warning) = say.forced();
+            (message, vec![warning])
         }
+        _ => (say.allowed(reason), Vec::new()),
+    };
+    Verdict {
+        outcome,
+        reason,
+        message,
+        warnings,
     }
-
-    /// Why the rule fired, in words.
-    fn detail(&self, reason: Reason) -> String {
-        let w = self.w;
-        let graph = &self.policy.graph;
-        match reason {
-            Reason::OverrideNotPermitted => format!(
-                "{} may not force stage changes (not listed under override.users or override.groups); remove the {} annotation",
-                show(w.username),
-                self.policy.override_.annotation
-            ),
-            Reason::HistoryTampered => format!(
-                "the {} annotation is written by stage-guard only; leave it as stored",
-                self.policy.history.annotation
-            ),
-            Reason::HistoryMissing => format!(
-                "the change has no entry in {}; is the mutating webhook mutate.stage-guard.io installed?",
-                self.policy.history.annotation
-            ),
-            Reason::UnknownStage => match w.to {
-                Some(n) if !graph.is_known(n) => {
-                    format!("{} is not a known stage", show_stage(Some(n)))
-                }
-                _ => format!(
-                    "the stored stage {} is not a known stage",
-                    show_stage(w.from)
-                ),
-            },
-            Reason::LabelRemoved => format!("removes the {} label", self.policy.label),
-            Reason::Skip => {
-                let skipped = w.to.map(|n| graph.between(w.from, n)).unwrap_or_default();
-                if skipped.is_empty() {
-                    "is not an edge of the stage graph".to_owned()
-                } else {
-                    format!("skips {}", skipped.join(", "))
-                }
-            }
-            Reason::Regression => format!(
-                "moves back from {} to {}",
-                show_stage(w.from),
-                show_stage(w.to)
-            ),
-            r => r.code().to_owned(),
-        }
-    }
-
-    fn deny(&self, reason: Reason) -> Verdict {
-        let mut message = format!(
-            "{} on {} denied ({reason}): {}",
-            self.change(),
-            show(self.w.workflow),
-            self.detail(reason)
-        );
-        if reason.is_stage_rule_denial() || reason == Reason::HistoryMissing {
-            message.push_str("; allowed next: ");
-            message.push_str(&self.allowed_next());
-        }
-        Verdict {
-            outcome: Outcome::Denied,
-            reason,
-            message,
-            warnings: Vec::new(),
-        }
-    }
-
-    fn warned(&self, reason: Reason) -> Verdict {
-        let message = format!(
-            "{} on {} warned ({reason}): {}; allowed next: {}",
-            self.change(),
-            show(self.w.workflow),
-            self.detail(reason),
-            self.allowed_next()
-        );
-        Verdict {
-            outcome: Outcome::Warned,
-            reason,
-            warnings: vec![warning(&format!("stage-guard warn mode: {message}"))],
-            message,
-        }
-    }
-
-    fn forced(&self) -> Verdict {
-        let (change, workflow, user) =
-            (self.change(), show(self.w.workflow), show(self.w.username));
-        Verdict {
-            outcome: Outcome::Allowed,
-            reason: Reason::Override,
-            warnings: vec![warning(&format!("forced {change} on {workflow} by {user}"))],
-            message: format!("{change} on {workflow} allowed (override): forced by {user}"),
-        }
-    }
-}
-
-/// Request data shown in a message: one line, bounded, control characters escaped.
-pub fn show(s: &str) -> Cow<'_, str> {
-    const MAX: usize = 80;
-    let clean = s.chars().all(|c| !c.is_control());
-    if clean && s.chars().count() <= MAX {
-        return Cow::Borrowed(s);
-    }
-    let mut out: String = s
-        .chars()
-        .take(MAX)
-        .flat_map(char::escape_default)
-        .take(MAX)
-        .collect();
-    out.push('…');
-    Cow::Owned(out)
-}
-
-/// A stage for messages: `none` for no label.
-pub fn show_stage(s: Option<&str>) -> Cow<'_, str> {
-    s.map_or(Cow::Borrowed("none"), show)
-}
-
-/// A warning the API server will pass on: single line, at most [`WARNING_MAX_CHARS`] characters.
-pub fn warning(text: &str) -> String {
-    let one_line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if one_line.chars().count() <= WARNING_MAX_CHARS {
-        return one_line;
-    }
-    let mut out: String = one_line.chars().take(WARNING_MAX_CHARS - 1).collect();
-    out.push('…');
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::Entry;
+    use crate::core::facts::Operation;
+    use crate::core::history::Entry;
+    use crate::core::words::WARNING_MAX_CHARS;
     use std::time::UNIX_EPOCH;
 
     const A: Option<&str> = Some("waiting-pr-created");
@@ -339,20 +163,25 @@ mod tests {
             }
         }
         fn decide(&self, p: &Policy) -> Verdict {
-            decide(
-                p,
-                &Write {
-                    workflow: "argo/play-task-7",
-                    is_create: self.create,
-                    from: self.from,
-                    to: self.to,
-                    resubmitted: self.resubmitted,
-                    username: self.user,
-                    groups: &[],
-                    override_annotation_requested: self.annotation,
-                    history: &self.history,
+            let facts = Facts {
+                operation: if self.create {
+                    Operation::Create
+                } else {
+                    Operation::Update
                 },
-            )
+                workflow: "argo/play-task-7".into(),
+                from: self.from,
+                to: self.to,
+                resubmitted: self.resubmitted,
+                stale: false,
+                username: self.user,
+                groups: &[],
+                stored_history: None,
+                incoming_history: None,
+                stored_override: None,
+                incoming_override: self.annotation.then(|| "a reason".into()),
+            };
+            decide(p, &facts, &self.history)
         }
     }
 

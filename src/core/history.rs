@@ -1,4 +1,4 @@
-//! The stage-history annotation (SPEC 4.3): a compact JSON array of entries, oldest first. Pure.
+//! The stage-history annotation (SPEC 4.3): a compact JSON array of entries, oldest first.
 
 use std::time::SystemTime;
 
@@ -75,11 +75,15 @@ pub fn render(entries: &[Entry]) -> String {
     serde_json::to_string(entries).unwrap_or_else(|_| String::from("[]"))
 }
 
+/// The entries of `base` that stay when one more is appended under `limit`: the newest `limit - 1`.
+fn kept_before_append(base: &[Entry], limit: usize) -> &[Entry] {
+    let keep = base.len().min(limit.saturating_sub(1));
+    &base[base.len() - keep..]
+}
+
 /// `base` plus `entry`, keeping the newest `limit` entries.
 pub fn append(base: &[Entry], entry: Entry, limit: usize) -> Vec<Entry> {
-    let keep = base.len().min(limit.saturating_sub(1));
-    let mut out = Vec::with_capacity(keep + 1);
-    out.extend_from_slice(&base[base.len() - keep..]);
+    let mut out = kept_before_append(base, limit).to_vec();
     out.push(entry);
     out
 }
@@ -138,8 +142,7 @@ pub fn appended_entry(
         return None;
     }
     let base = base_of(stored);
-    let keep = base.len().min(limit.saturating_sub(1));
-    (new.as_slice() == &base[base.len() - keep..]).then_some(last)
+    (new.as_slice() == kept_before_append(&base, limit)).then_some(last)
 }
 
 #[cfg(test)]

@@ -1,40 +1,15 @@
-//! The mutating webhook (SPEC 4.2, 4.4, 4.5): never denies, stamps the history, moves a permitted
-//! override reason into it, and patches nothing it does not have to.
+//! The mutating decision (SPEC 4.2, 4.4, 4.5): never a denial; stamps the history, moves a permitted
+//! override reason into it, and changes nothing it does not have to. The JSON Patch that carries a
+//! plan out is the transport's (`admission::patch`).
 
 use std::time::SystemTime;
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation};
-use serde_json::{Map, Value};
-
-use crate::config::{Policy, Resubmit};
-use crate::history::{self, Entry};
-use crate::stages::{Reason, StageChange};
-use crate::verdict::{show, warning};
-
-use super::review::Request;
-
-/// The label `argo resubmit` puts on the Workflow it creates.
-pub const RESUBMITTED_FROM_LABEL: &str = "workflows.argoproj.io/resubmitted-from-workflow";
-
-/// The plain facts the mutation is planned from.
-#[derive(Debug, Clone)]
-pub struct MutationFacts<'a> {
-    pub is_create: bool,
-    /// A stale PUT: `object.metadata.resourceVersion` is set and differs from `oldObject`'s.
-    pub stale: bool,
-    pub resubmitted: bool,
-    pub from: Option<&'a str>,
-    pub to: Option<&'a str>,
-    pub username: &'a str,
-    pub groups: &'a [String],
-    pub stored_history: Option<&'a str>,
-    pub incoming_history: Option<&'a str>,
-    pub stored_override: Option<&'a str>,
-    pub incoming_override: Option<&'a str>,
-    /// `namespace/name`, for warnings.
-    pub workflow: &'a str,
-}
+use super::facts::Facts;
+use super::graph::StageChange;
+use super::history::{self, Entry};
+use super::policy::{Policy, Resubmit};
+use super::reason::Reason;
+use super::words::{show, warning};
 
 /// What the incoming history annotation must become.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,26 +48,29 @@ impl Plan {
     }
 }
 
-/// Plans the mutation of one write. Pure: `now` is the time stamped into a new entry.
-pub fn plan(policy: &Policy, f: &MutationFacts<'_>, now: SystemTime) -> Plan {
-    if f.stale {
+/// Plans the mutation of one write; `now` is the time stamped into a new entry.
+pub(crate) fn plan(policy: &Policy, f: &Facts<'_>, now: SystemTime) -> Plan {
+    if !f.is_judged() || f.stale {
         // The write will fail with 409 Conflict; touching it could only mislead (apiserver-contract 3).
         return Plan::nothing();
     }
     let mut plan = Plan::nothing();
 
     let mut to = f.to;
-    let resubmit = policy.resubmit_rule(f.is_create, f.resubmitted);
+    let resubmit = policy.resubmit_rule(f.is_create(), f.resubmitted);
     if resubmit == Some(Resubmit::Reset) && to.is_some() {
         plan.remove_stage_label = true;
         to = None;
     }
     // CREATE has no stored object: client-supplied history is discarded (SPEC 4.4).
-    let stored_history = if f.is_create { None } else { f.stored_history };
+    let stored_history = if f.is_create() {
+        None
+    } else {
+        f.stored_history.as_deref()
+    };
+    let incoming_history = f.incoming_history.as_deref();
 
-    let override_reason = f
-        .incoming_override
-        .filter(|r| !r.is_empty() && Some(*r) != f.stored_override);
+    let override_reason = f.override_reason();
     let override_permitted =
         override_reason.is_some() && policy.override_.permits(f.username, f.groups);
     plan.remove_override = override_permitted;
@@ -101,7 +79,7 @@ pub fn plan(policy: &Policy, f: &MutationFacts<'_>, now: SystemTime) -> Plan {
         plan.recorded = Some((f.from.map(str::to_owned), to.map(str::to_owned)));
         let already = history::appended_entry(
             stored_history,
-            f.incoming_history,
+            incoming_history,
             f.from,
             to,
             f.username,
@@ -109,7 +87,7 @@ pub fn plan(policy: &Policy, f: &MutationFacts<'_>, now: SystemTime) -> Plan {
         );
         if already.is_some() {
             // A second call for the same change: keep the first stamp (reinvocation, retries).
-            f.incoming_history.map(str::to_owned)
+            incoming_history.map(str::to_owned)
         } else {
             let forced = override_permitted
                 && policy.graph.judge(StageChange {
@@ -127,7 +105,7 @@ pub fn plan(policy: &Policy, f: &MutationFacts<'_>, now: SystemTime) -> Plan {
                     plan.warnings.push(warning(&format!(
                         "{} on {} did not parse; replaced by a fresh history",
                         policy.history.annotation,
-                        show(f.workflow)
+                        show(&f.workflow)
                     )));
                     Vec::new()
                 }
@@ -145,7 +123,7 @@ pub fn plan(policy: &Policy, f: &MutationFacts<'_>, now: SystemTime) -> Plan {
         stored_history.map(str::to_owned)
     };
 
-    plan.history = match (target, f.incoming_history) {
+    plan.history = match (target, incoming_history) {
         (Some(t), Some(i)) if t == i => HistoryEdit::Keep,
         (Some(t), _) => HistoryEdit::Set(t),
         (None, Some(_)) => HistoryEdit::Remove,
@@ -154,58 +132,11 @@ pub fn plan(policy: &Policy, f: &MutationFacts<'_>, now: SystemTime) -> Plan {
     plan
 }
 
-/// The JSON Patch that carries out a plan on the object as sent. Paths are escaped (`~1`, `~0`) and
-/// missing parents are created, so the patch applies under strict RFC 6902 semantics.
-pub fn patch_for(policy: &Policy, plan: &Plan, req: &Request<'_>) -> Patch {
-    let obj = &req.object;
-    let mut ops = Vec::new();
-    let path = |parts: &[&str]| PointerBuf::from_tokens(parts.iter().copied());
-    if plan.remove_stage_label && obj.label(&policy.label).is_some() {
-        ops.push(PatchOperation::Remove(RemoveOperation {
-            path: path(&["metadata", "labels", &policy.label]),
-        }));
-    }
-    if plan.remove_override && obj.annotation(&policy.override_.annotation).is_some() {
-        ops.push(PatchOperation::Remove(RemoveOperation {
-            path: path(&["metadata", "annotations", &policy.override_.annotation]),
-        }));
-    }
-    let key = policy.history.annotation.as_str();
-    match &plan.history {
-        HistoryEdit::Keep => {}
-        HistoryEdit::Remove => {
-            if obj.annotation(key).is_some() {
-                ops.push(PatchOperation::Remove(RemoveOperation {
-                    path: path(&["metadata", "annotations", key]),
-                }));
-            }
-        }
-        HistoryEdit::Set(value) => {
-            let value = Value::String(value.clone());
-            // `add` on an existing member replaces it (RFC 6902 4.1); a missing parent is created whole.
-            let (p, v) = if obj.has_annotations {
-                (path(&["metadata", "annotations", key]), value)
-            } else if obj.has_metadata {
-                (
-                    path(&["metadata", "annotations"]),
-                    Value::Object(Map::from_iter([(key.to_owned(), value)])),
-                )
-            } else {
-                let annotations = Value::Object(Map::from_iter([(key.to_owned(), value)]));
-                (
-                    path(&["metadata"]),
-                    Value::Object(Map::from_iter([("annotations".to_owned(), annotations)])),
-                )
-            };
-            ops.push(PatchOperation::Add(AddOperation { path: p, value: v }));
-        }
-    }
-    Patch(ops)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::facts::Operation;
+    use std::borrow::Cow;
     use std::time::{Duration, UNIX_EPOCH};
 
     const A: Option<&str> = Some("waiting-pr-created");
@@ -216,9 +147,9 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(1_795_685_000)
     }
 
-    fn facts<'a>(from: Option<&'a str>, to: Option<&'a str>) -> MutationFacts<'a> {
-        MutationFacts {
-            is_create: false,
+    fn facts<'a>(from: Option<&'a str>, to: Option<&'a str>) -> Facts<'a> {
+        Facts {
+            operation: Operation::Update,
             stale: false,
             resubmitted: false,
             from,
@@ -229,8 +160,12 @@ mod tests {
             incoming_history: None,
             stored_override: None,
             incoming_override: None,
-            workflow: "argo/wf",
+            workflow: "argo/wf".into(),
         }
+    }
+
+    fn text(s: &str) -> Option<Cow<'_, str>> {
+        Some(Cow::Borrowed(s))
     }
 
     fn set(plan: &Plan) -> Vec<Entry> {
@@ -268,8 +203,8 @@ mod tests {
     fn no_change_and_nothing_else_means_no_patch() {
         let stored = history::render(&[Entry::new(None, A, "ci", now())]);
         let mut f = facts(A, A);
-        f.stored_history = Some(&stored);
-        f.incoming_history = Some(&stored);
+        f.stored_history = text(&stored);
+        f.incoming_history = text(&stored);
         assert!(plan(&policy(""), &f, now()).is_empty());
         assert!(plan(&policy(""), &facts(None, None), now()).is_empty());
     }
@@ -278,24 +213,24 @@ mod tests {
     fn restores_dropped_or_edited_history() {
         let stored = history::render(&[Entry::new(None, A, "ci", now())]);
         let mut f = facts(A, A);
-        f.stored_history = Some(&stored);
+        f.stored_history = text(&stored);
         assert_eq!(
             plan(&policy(""), &f, now()).history,
             HistoryEdit::Set(stored.clone())
         );
-        f.incoming_history = Some("[]");
+        f.incoming_history = text("[]");
         assert_eq!(
             plan(&policy(""), &f, now()).history,
             HistoryEdit::Set(stored.clone())
         );
         // a stored object without history means no annotation, never "[]"
         let mut f = facts(A, A);
-        f.incoming_history = Some("[]");
+        f.incoming_history = text("[]");
         assert_eq!(plan(&policy(""), &f, now()).history, HistoryEdit::Remove);
         // and a change appends to the stored history, not to what the client sent
         let mut f = facts(A, B);
-        f.stored_history = Some(&stored);
-        f.incoming_history = Some("[]");
+        f.stored_history = text(&stored);
+        f.incoming_history = text("[]");
         let entries = set(&plan(&policy(""), &f, now()));
         assert_eq!(entries.len(), 2);
         assert!(entries[1].records(A, B, "bob"));
@@ -309,7 +244,7 @@ mod tests {
             panic!()
         };
         let mut again = facts(A, B);
-        again.incoming_history = Some(stamped);
+        again.incoming_history = text(stamped);
         assert!(plan(&p, &again, now() + Duration::from_secs(30)).is_empty());
     }
 
@@ -318,7 +253,7 @@ mod tests {
         let p = policy("");
         let mut f = facts(A, C);
         f.username = "alice";
-        f.incoming_override = Some("QA re-run");
+        f.incoming_override = text("QA re-run");
         let plan1 = plan(&p, &f, now());
         assert!(plan1.remove_override);
         assert_eq!(set(&plan1)[0].override_.as_deref(), Some("QA re-run"));
@@ -340,7 +275,7 @@ mod tests {
         assert_eq!(set(&plan4)[0].override_, None);
         // the same reason as stored is not a request
         let mut f5 = f.clone();
-        f5.stored_override = Some("QA re-run");
+        f5.stored_override = text("QA re-run");
         assert!(!plan(&p, &f5, now()).remove_override);
     }
 
@@ -354,15 +289,15 @@ mod tests {
     #[test]
     fn corrupt_history_is_replaced_on_a_change_with_a_warning_and_kept_otherwise() {
         let mut f = facts(A, B);
-        f.stored_history = Some("{oops");
-        f.incoming_history = Some("{oops");
+        f.stored_history = text("{oops");
+        f.incoming_history = text("{oops");
         let pl = plan(&policy(""), &f, now());
         assert_eq!(set(&pl).len(), 1);
         assert_eq!(pl.warnings.len(), 1);
         assert!(pl.warnings[0].contains("did not parse"));
         let mut f = facts(A, A);
-        f.stored_history = Some("{oops");
-        f.incoming_history = Some("{oops");
+        f.stored_history = text("{oops");
+        f.incoming_history = text("{oops");
         assert!(plan(&policy(""), &f, now()).is_empty());
     }
 
@@ -373,9 +308,9 @@ mod tests {
             Entry::new(A, B, "ci", now()),
         ]);
         let mut f = facts(None, B);
-        f.is_create = true;
+        f.operation = Operation::Create;
         f.resubmitted = true;
-        f.incoming_history = Some(&copied);
+        f.incoming_history = text(&copied);
         let reset = plan(&policy(""), &f, now());
         assert!(reset.remove_stage_label);
         assert_eq!(reset.history, HistoryEdit::Remove);
@@ -393,8 +328,8 @@ mod tests {
             .collect();
         let stored = history::render(&full);
         let mut f = facts(A, B);
-        f.stored_history = Some(&stored);
-        f.incoming_history = Some(&stored);
+        f.stored_history = text(&stored);
+        f.incoming_history = text(&stored);
         let entries = set(&plan(&policy("history:\n  limit: 3\n"), &f, now()));
         assert_eq!(
             entries.iter().map(|e| e.by.as_str()).collect::<Vec<_>>(),

@@ -1,6 +1,8 @@
-//! The stage graph and the stage rules of the decision table (SPEC 3, 4.1). Pure: no I/O, no JSON.
+//! The stage graph and the stage rows of the decision table (SPEC 3, 4.1).
 
 use std::collections::HashMap;
+
+use super::reason::Reason;
 
 /// Every known stage, the stages a Workflow may enter from "no label", and the legal edges between stages.
 #[derive(Debug, Clone)]
@@ -98,84 +100,6 @@ impl StageGraph {
             Some(end) if end >= start => &self.stages[start..end],
             _ => &[],
         }
-    }
-}
-
-/// Why a write was decided the way it was: the reason codes of SPEC 4.1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    Unchanged,
-    Entry,
-    Advance,
-    Resubmit,
-    Override,
-    OverrideNotPermitted,
-    HistoryTampered,
-    HistoryMissing,
-    UnknownStage,
-    LabelRemoved,
-    Skip,
-    Regression,
-}
-
-impl Reason {
-    pub const ALL: [Reason; 12] = [
-        Reason::Unchanged,
-        Reason::Entry,
-        Reason::Advance,
-        Reason::Resubmit,
-        Reason::Override,
-        Reason::OverrideNotPermitted,
-        Reason::HistoryTampered,
-        Reason::HistoryMissing,
-        Reason::UnknownStage,
-        Reason::LabelRemoved,
-        Reason::Skip,
-        Reason::Regression,
-    ];
-
-    /// The reason code as it appears in messages, audit annotations and metrics.
-    pub fn code(self) -> &'static str {
-        match self {
-            Reason::Unchanged => "unchanged",
-            Reason::Entry => "entry",
-            Reason::Advance => "advance",
-            Reason::Resubmit => "resubmit",
-            Reason::Override => "override",
-            Reason::OverrideNotPermitted => "override-not-permitted",
-            Reason::HistoryTampered => "history-tampered",
-            Reason::HistoryMissing => "history-missing",
-            Reason::UnknownStage => "unknown-stage",
-            Reason::LabelRemoved => "label-removed",
-            Reason::Skip => "skip",
-            Reason::Regression => "regression",
-        }
-    }
-
-    /// Reasons that admit the write.
-    pub fn admits(self) -> bool {
-        matches!(
-            self,
-            Reason::Unchanged
-                | Reason::Entry
-                | Reason::Advance
-                | Reason::Resubmit
-                | Reason::Override
-        )
-    }
-
-    /// Stage-rule denials: the ones `mode: warn` turns into warnings. The others are enforced in every mode.
-    pub fn is_stage_rule_denial(self) -> bool {
-        matches!(
-            self,
-            Reason::UnknownStage | Reason::LabelRemoved | Reason::Skip | Reason::Regression
-        )
-    }
-}
-
-impl std::fmt::Display for Reason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.code())
     }
 }
 

@@ -1,0 +1,162 @@
+//! What the API server does with one write, offline: the mutating webhook, its JSON Patch applied to
+//! the object with strict RFC 6902 semantics, then the validating webhook on the patched object
+//! (apiserver-contract 3). `stage-guard check` and `stage-guard review` answer through this, so their
+//! answers are the cluster's.
+
+use std::time::SystemTime;
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use super::{Answer, BadReview, Webhook, answer};
+use crate::core::{Operation, Policy};
+
+/// Both webhooks' answers to one write, as the API server would get them.
+#[derive(Debug)]
+pub struct ClusterAnswer {
+    /// The mutating webhook's answer to the write as sent.
+    pub mutate: Answer,
+    /// The object after the mutating webhook's patch.
+    pub patched: Value,
+    /// The validating webhook's answer to the patched write: the cluster's decision.
+    pub validate: Answer,
+}
+
+/// Why the pipeline could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The input is not an AdmissionReview the webhooks answer.
+    #[error(transparent)]
+    BadReview(#[from] BadReview),
+    /// The mutating webhook's patch does not apply (the API server would answer 500).
+    #[error("the mutating webhook's patch does not apply: {0}")]
+    Patch(String),
+}
+
+/// Runs `review` (an AdmissionReview v1 as the API server sends it) through both webhooks.
+pub fn run(
+    policy: &Policy,
+    review: &Value,
+    now: SystemTime,
+) -> Result<ClusterAnswer, PipelineError> {
+    let body = to_body(review)?;
+    let mutate = answer(policy, Webhook::Mutate, &body, now)?;
+    let mut patched_review = review.clone();
+    let object = patched_review
+        .pointer_mut("/request/object")
+        .ok_or_else(|| BadReview("request.object is missing".into()))?;
+    apply_patch(&mutate.body, object)?;
+    let patched = object.clone();
+    let validate = answer(policy, Webhook::Validate, &to_body(&patched_review)?, now)?;
+    Ok(ClusterAnswer {
+        mutate,
+        patched,
+        validate,
+    })
+}
+
+/// Runs an AdmissionReview body (as read from a file) through both webhooks.
+pub fn run_body(
+    policy: &Policy,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<ClusterAnswer, PipelineError> {
+    // Decoding first gives the same 400-style message the server would for a body that is not a review.
+    super::review::decode(body)?;
+    let review: Value =
+        serde_json::from_slice(body).map_err(|e| BadReview(format!("not JSON: {e}")))?;
+    run(policy, &review, now)
+}
+
+fn to_body(review: &Value) -> Result<Vec<u8>, BadReview> {
+    serde_json::to_vec(review).map_err(|e| BadReview(e.to_string()))
+}
+
+/// Applies the patch of a mutating response (if any) to `object`, as the API server does.
+fn apply_patch(response_body: &[u8], object: &mut Value) -> Result<(), PipelineError> {
+    let response: Value =
+        serde_json::from_slice(response_body).map_err(|e| PipelineError::Patch(e.to_string()))?;
+    let Some(encoded) = response.pointer("/response/patch").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|e| PipelineError::Patch(e.to_string()))?;
+    let patch: json_patch::Patch =
+        serde_json::from_slice(&bytes).map_err(|e| PipelineError::Patch(e.to_string()))?;
+    json_patch::patch(object, &patch).map_err(|e| PipelineError::Patch(e.to_string()))
+}
+
+/// Who writes, for a review made offline.
+#[derive(Debug, Clone, Default)]
+pub struct Requester {
+    pub username: String,
+    pub groups: Vec<String>,
+}
+
+/// An AdmissionReview for a write of `new` over `old` (the stored object; `None` on CREATE), shaped
+/// as the API server sends it: `oldObject` null on CREATE, `UpdateOptions`/`CreateOptions`.
+pub fn review_of(
+    operation: Operation,
+    requester: &Requester,
+    old: Option<&Value>,
+    new: &Value,
+) -> Value {
+    let name = new
+        .pointer("/metadata/name")
+        .or_else(|| old.and_then(|o| o.pointer("/metadata/name")))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let namespace = new
+        .pointer("/metadata/namespace")
+        .or_else(|| old.and_then(|o| o.pointer("/metadata/namespace")))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let options = match operation {
+        Operation::Create => "CreateOptions",
+        Operation::Update => "UpdateOptions",
+        Operation::Delete => "DeleteOptions",
+        Operation::Connect => "ConnectOptions",
+    };
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "offline",
+            "kind": {"group": "argoproj.io", "version": "v1alpha1", "kind": "Workflow"},
+            "resource": {"group": "argoproj.io", "version": "v1alpha1", "resource": "workflows"},
+            "name": name,
+            "namespace": namespace,
+            "operation": operation.as_str(),
+            "userInfo": {"username": requester.username, "groups": requester.groups},
+            "object": new,
+            "oldObject": if operation == Operation::Create { Value::Null } else { old.cloned().unwrap_or(Value::Null) },
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": options},
+        }
+    })
+}
+
+/// The stored and incoming Workflows of a stage change `from -> to`, for `stage-guard check`: the
+/// same object before and after, the incoming one carrying the override reason when given.
+pub fn change_objects(
+    policy: &Policy,
+    name: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+    override_reason: Option<&str>,
+) -> (Value, Value) {
+    let object = |stage: Option<&str>| {
+        let mut metadata = json!({"name": name, "resourceVersion": "1"});
+        if let Some(stage) = stage {
+            metadata["labels"] = json!({ policy.label.as_str(): stage });
+        }
+        json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": metadata, "spec": {}})
+    };
+    let old = object(from);
+    let mut new = object(to);
+    if let Some(reason) = override_reason {
+        new["metadata"]["annotations"] = json!({ policy.override_.annotation.as_str(): reason });
+    }
+    (old, new)
+}
