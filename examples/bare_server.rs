@@ -23,9 +23,9 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use stage_guard::server::tls::{
-    ReloadingCertResolver, accept_with_timeout, load_certified_key, server_config,
-};
+use stage_guard::pem::load_certified_key;
+use stage_guard::server::reload::ReloadingCertResolver;
+use stage_guard::server::tls::{accept_with_timeout, server_config};
 use stage_guard::server::{HANDSHAKE_TIMEOUT, http1_builder};
 use tokio::net::TcpListener;
 

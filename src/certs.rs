@@ -19,7 +19,7 @@ use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, DnsName, ServerName, UnixTime};
 
-use crate::server::tls;
+use crate::pem;
 
 /// File names inside a certificate directory; the same names a `kubernetes.io/tls` Secret uses.
 pub const CA_CERT_FILE: &str = "ca.crt";
@@ -211,7 +211,7 @@ fn dev_sans() -> Vec<String> {
 /// Why the development files in place cannot serve, if they cannot.
 fn reusable(dev: &DevCerts) -> Result<(), String> {
     let loaded =
-        tls::load_certified_key(&dev.cert_path, &dev.key_path).map_err(|e| e.to_string())?;
+        pem::load_certified_key(&dev.cert_path, &dev.key_path).map_err(|e| e.to_string())?;
     let renew_at = unix_seconds(SystemTime::now() + DEV_RENEW_BEFORE);
     if loaded.not_after_unix <= renew_at {
         return Err(format!(
@@ -232,7 +232,7 @@ fn reusable(dev: &DevCerts) -> Result<(), String> {
         return Err(format!("{}: no certificate", dev.ca_path.display()));
     }
     let verifier =
-        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), tls::crypto_provider())
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), pem::crypto_provider())
             .build()
             .map_err(|e| e.to_string())?;
     let Some((leaf, intermediates)) = loaded.key.cert.split_first() else {
@@ -392,8 +392,10 @@ mod tests {
     use x509_parser::prelude::{FromDer, X509Certificate};
 
     use super::*;
-    use crate::server::tls::testing::*;
-    use crate::server::tls::{ReloadingCertResolver, parse_certified_key, server_config};
+    use crate::pem::parse_certified_key;
+    use crate::server::reload::ReloadingCertResolver;
+    use crate::server::tls::server_config;
+    use crate::test_tls::*;
 
     fn sans(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| s.to_string()).collect()

@@ -11,4 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod metrics;
+pub mod pem;
 pub mod server;
+#[cfg(test)]
+mod test_tls;

@@ -2,6 +2,7 @@
 //! drain-then-stop shutdown of SPEC 9.
 
 pub mod http;
+pub mod reload;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ use crate::certs;
 use crate::core::Policy;
 use crate::metrics::Metrics;
 use http::AppState;
-use tls::{ReloadEvent, ReloadingCertResolver};
+use reload::{ReloadEvent, ReloadingCertResolver};
 
 /// The API server keeps idle connections for up to 90 s; closing ours earlier would make it redial.
 /// hyper's header-read timer also runs while a keep-alive connection waits for its next request, so it
@@ -109,7 +110,7 @@ impl Server {
     /// Checks the certificates and binds both listeners.
     pub async fn bind(opts: ServeOptions, policy: Policy) -> Result<Server, StartError> {
         let certs = cert_source(&opts)?;
-        let loaded = tls::load_certified_key(&certs.cert, &certs.key)
+        let loaded = crate::pem::load_certified_key(&certs.cert, &certs.key)
             .map_err(|e| StartError::Certificates(e.to_string()))?;
         let metrics = Metrics::new(&policy);
         metrics.set_cert_not_after(loaded.not_after_unix);
@@ -157,7 +158,7 @@ impl Server {
 
         let watcher = {
             let state = state.clone();
-            tokio::spawn(tls::watch_cert_files(
+            tokio::spawn(reload::watch_cert_files(
                 resolver,
                 certs.cert.clone(),
                 certs.key.clone(),
