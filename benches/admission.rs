@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::time::SystemTime;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use stage_guard::admission::{self, Webhook, review};
+use stage_guard::admission::{self, Webhook, request};
 use stage_guard::core::Policy;
 
 fn bodies(object_bytes: usize) -> Vec<(&'static str, &'static str, Vec<u8>)> {
@@ -32,7 +32,7 @@ fn admission(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(all[0].2.len() as u64));
         // Decoding alone: metadata of object and oldObject, spec and status skipped.
         group.bench_function("decode", |b| {
-            b.iter(|| review::decode(black_box(&all[0].2)).map(|r| r.uid.len()))
+            b.iter(|| request::decode(black_box(&all[0].2)).map(|r| r.uid.len()))
         });
         for (name, path, body) in &all {
             let webhook = if path.starts_with("/mutate") {

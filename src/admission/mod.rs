@@ -4,7 +4,10 @@
 
 pub mod patch;
 pub mod pipeline;
-pub mod review;
+pub mod request;
+pub mod response;
+mod skip;
+mod walk;
 
 use std::borrow::Cow;
 use std::time::SystemTime;
@@ -13,8 +16,9 @@ use crate::core::{
     self, Facts, Operation, Outcome, Policy, RESUBMITTED_FROM_LABEL, Reason, show_stage,
 };
 
-pub use review::BadReview;
-use review::{Request, ResponseOut};
+pub use request::BadReview;
+use request::Request;
+use response::ResponseOut;
 
 /// Which webhook a review is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,7 +74,7 @@ pub fn answer(
     body: &[u8],
     now: SystemTime,
 ) -> Result<Answer, BadReview> {
-    let req = review::decode(body)?;
+    let req = request::decode(body)?;
     let facts = facts_of(policy, &req);
     let (response, record) = match webhook {
         Webhook::Validate => validate(policy, &req, &facts),

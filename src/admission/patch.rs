@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::core::{HistoryEdit, Plan, Policy};
 
-use super::review::Request;
+use super::request::Request;
 
 /// The JSON Patch that carries out a plan on the object as sent. Paths are escaped (`~1`, `~0`) and
 /// missing parents are created, so the patch applies under strict RFC 6902 semantics.

@@ -62,7 +62,7 @@ pub fn run_body(
     now: SystemTime,
 ) -> Result<ClusterAnswer, PipelineError> {
     // Decoding first gives the same 400-style message the server would for a body that is not a review.
-    super::review::decode(body)?;
+    super::request::decode(body)?;
     let review: Value =
         serde_json::from_slice(body).map_err(|e| BadReview(format!("not JSON: {e}")))?;
     run(policy, &review, now)

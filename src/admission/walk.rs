@@ -1,0 +1,238 @@
+//! The envelope walk: the members of the review, the request, the objects and their metadata, in
+//! document order. Values the decisions use go to serde_json where they stand; the rest is skipped.
+//! Errors are plain text for [`BadReview`].
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use super::request::{MetaIn, ObjectIn, RequestIn, ReviewIn};
+use super::skip;
+
+pub(crate) struct Walker<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+/// Marks a member as seen; a second one is an error, as serde's derive makes it.
+fn once(seen: &mut bool, key: &'static str) -> Result<&'static str, String> {
+    if std::mem::replace(seen, true) {
+        return Err(format!("duplicate field `{key}`"));
+    }
+    Ok(key)
+}
+
+impl<'a> Walker<'a> {
+    /// The next byte after whitespace.
+    fn peek(&mut self) -> Option<u8> {
+        self.i = skip::whitespace(self.b, self.i);
+        self.b.get(self.i).copied()
+    }
+
+    fn skip(&mut self) -> Result<(), String> {
+        self.i = skip::value(self.b, self.i).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Deserialises the next value where it stands.
+    fn leaf<T: Deserialize<'a>>(&mut self, field: &str) -> Result<T, String> {
+        let start = skip::whitespace(self.b, self.i);
+        let rest = self.b.get(start..).unwrap_or_default();
+        let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<T>();
+        match values.next() {
+            Some(Ok(v)) => {
+                self.i = start + values.byte_offset();
+                Ok(v)
+            }
+            Some(Err(e)) => Err(format!("{field}: {e}")),
+            None => Err(format!("EOF while parsing {field}")),
+        }
+    }
+
+    /// A member name, as bytes. Escapes and non-ASCII names go through serde_json, which decoded and
+    /// checked every name on these levels before.
+    fn key(&mut self) -> Result<Cow<'a, [u8]>, String> {
+        match self.peek() {
+            Some(b'"') => {}
+            Some(_) => return Err(format!("key must be a string at byte {}", self.i)),
+            None => return Err("EOF while parsing an object".into()),
+        }
+        let start = self.i;
+        let end = skip::string(self.b, start + 1).map_err(|e| e.to_string())?;
+        self.i = end;
+        let quoted = self.b.get(start..end).unwrap_or_default();
+        let raw = quoted
+            .get(1..quoted.len().saturating_sub(1))
+            .unwrap_or_default();
+        if raw.is_ascii() && !raw.contains(&b'\\') {
+            return Ok(Cow::Borrowed(raw));
+        }
+        serde_json::from_slice::<String>(quoted)
+            .map(|k| Cow::Owned(k.into_bytes()))
+            .map_err(|e| format!("key at byte {start}: {e}"))
+    }
+
+    /// Walks an object, `member` consuming each value; `null` is `None` (an absent optional struct).
+    fn object(
+        &mut self,
+        what: &str,
+        mut member: impl FnMut(&mut Walker<'a>, &[u8]) -> Result<(), String>,
+    ) -> Result<Option<()>, String> {
+        match self.peek() {
+            Some(b'{') => self.i += 1,
+            Some(b'n') => {
+                self.skip()?;
+                return Ok(None);
+            }
+            Some(_) => {
+                let at = self.i;
+                // Bad JSON is reported as such before the type.
+                self.skip()?;
+                return Err(format!(
+                    "invalid type at byte {at}: {what} must be an object"
+                ));
+            }
+            None => return Err(format!("EOF while parsing {what}")),
+        }
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(Some(()));
+        }
+        loop {
+            let key = self.key()?;
+            match self.peek() {
+                Some(b':') => self.i += 1,
+                Some(_) => return Err(format!("expected `:` at byte {}", self.i)),
+                None => return Err(format!("EOF while parsing {what}")),
+            }
+            member(self, &key)?;
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(Some(()));
+                }
+                Some(_) => return Err(format!("expected `,` or `}}` at byte {}", self.i)),
+                None => return Err(format!("EOF while parsing {what}")),
+            }
+        }
+    }
+}
+
+pub(crate) fn review(body: &[u8]) -> Result<ReviewIn<'_>, String> {
+    let mut w = Walker { b: body, i: 0 };
+    let mut r = ReviewIn::default();
+    let mut seen = [false; 3];
+    let present = w.object("the review", |w, key| {
+        match key {
+            b"apiVersion" => {
+                let key = once(&mut seen[0], "apiVersion")?;
+                r.api_version = w.leaf(key)?;
+            }
+            b"kind" => {
+                let key = once(&mut seen[1], "kind")?;
+                r.kind = w.leaf(key)?;
+            }
+            b"request" => {
+                once(&mut seen[2], "request")?;
+                r.request = request(w)?;
+            }
+            _ => w.skip()?,
+        }
+        Ok(())
+    })?;
+    if present.is_none() {
+        return Err("the review is null".into());
+    }
+    if w.peek().is_some() {
+        return Err(format!("trailing characters at byte {}", w.i));
+    }
+    Ok(r)
+}
+
+fn request<'a>(w: &mut Walker<'a>) -> Result<Option<RequestIn<'a>>, String> {
+    let mut r = RequestIn::default();
+    let mut seen = [false; 7];
+    let present = w.object("request", |w, key| {
+        match key {
+            b"uid" => {
+                let key = once(&mut seen[0], "uid")?;
+                r.uid = w.leaf(key)?;
+            }
+            b"name" => {
+                let key = once(&mut seen[1], "name")?;
+                r.name = w.leaf(key)?;
+            }
+            b"namespace" => {
+                let key = once(&mut seen[2], "namespace")?;
+                r.namespace = w.leaf(key)?;
+            }
+            b"operation" => {
+                let key = once(&mut seen[3], "operation")?;
+                r.operation = w.leaf(key)?;
+            }
+            b"userInfo" => {
+                let key = once(&mut seen[4], "userInfo")?;
+                r.user_info = w.leaf(key)?;
+            }
+            b"object" => {
+                once(&mut seen[5], "object")?;
+                r.object = object(w, "request.object")?;
+            }
+            b"oldObject" => {
+                once(&mut seen[6], "oldObject")?;
+                r.old_object = object(w, "request.oldObject")?;
+            }
+            _ => w.skip()?,
+        }
+        Ok(())
+    })?;
+    Ok(present.map(|()| r))
+}
+
+fn object<'a>(w: &mut Walker<'a>, what: &str) -> Result<Option<ObjectIn<'a>>, String> {
+    let mut o = ObjectIn::default();
+    let mut seen = false;
+    let present = w.object(what, |w, key| {
+        if key == b"metadata" {
+            once(&mut seen, "metadata")?;
+            o.metadata = metadata(w)?;
+        } else {
+            w.skip()?;
+        }
+        Ok(())
+    })?;
+    Ok(present.map(|()| o))
+}
+
+fn metadata<'a>(w: &mut Walker<'a>) -> Result<Option<MetaIn<'a>>, String> {
+    let mut m = MetaIn::default();
+    let mut seen = [false; 5];
+    let present = w.object("metadata", |w, key| {
+        match key {
+            b"name" => {
+                let key = once(&mut seen[0], "name")?;
+                m.name = w.leaf(key)?;
+            }
+            b"generateName" => {
+                let key = once(&mut seen[1], "generateName")?;
+                m.generate_name = w.leaf(key)?;
+            }
+            b"resourceVersion" => {
+                let key = once(&mut seen[2], "resourceVersion")?;
+                m.resource_version = w.leaf(key)?;
+            }
+            b"labels" => {
+                let key = once(&mut seen[3], "labels")?;
+                m.labels = w.leaf(key)?;
+            }
+            b"annotations" => {
+                let key = once(&mut seen[4], "annotations")?;
+                m.annotations = w.leaf(key)?;
+            }
+            _ => w.skip()?,
+        }
+        Ok(())
+    })?;
+    Ok(present.map(|()| m))
+}
