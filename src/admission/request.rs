@@ -11,7 +11,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use kube::core::admission::Operation;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::walk;
@@ -24,47 +23,8 @@ pub const KIND: &str = "AdmissionReview";
 #[error("{0}")]
 pub struct BadReview(pub String);
 
-/// The parts of a review the decisions read, as found by [`walk::review`].
-#[derive(Default)]
-pub(crate) struct ReviewIn<'a> {
-    pub(crate) api_version: Option<String>,
-    pub(crate) kind: Option<String>,
-    pub(crate) request: Option<RequestIn<'a>>,
-}
-
-#[derive(Default)]
-pub(crate) struct RequestIn<'a> {
-    pub(crate) uid: Option<String>,
-    pub(crate) name: Option<String>,
-    pub(crate) namespace: Option<String>,
-    pub(crate) operation: Option<Operation>,
-    pub(crate) user_info: UserInfo,
-    pub(crate) object: Option<ObjectIn<'a>>,
-    pub(crate) old_object: Option<ObjectIn<'a>>,
-}
-
-/// `request.userInfo`: who is writing.
-#[derive(Debug, Default, Clone, Deserialize)]
-pub struct UserInfo {
-    #[serde(default)]
-    pub username: String,
-    #[serde(default)]
-    pub groups: Vec<String>,
-}
-
-#[derive(Default)]
-pub(crate) struct ObjectIn<'a> {
-    pub(crate) metadata: Option<MetaIn<'a>>,
-}
-
-#[derive(Default)]
-pub(crate) struct MetaIn<'a> {
-    pub(crate) name: Option<String>,
-    pub(crate) generate_name: Option<String>,
-    pub(crate) resource_version: Option<String>,
-    pub(crate) labels: Option<HashMap<Cow<'a, str>, Cow<'a, str>>>,
-    pub(crate) annotations: Option<HashMap<Cow<'a, str>, &'a RawValue>>,
-}
+pub use super::walk::UserInfo;
+use super::walk::{ObjectIn, ReviewIn};
 
 /// The metadata of `object` or `oldObject` that decisions use.
 #[derive(Debug, Default)]
@@ -224,7 +184,7 @@ mod tests {
     /// The decoder this module had before the walker: serde's derive over the whole body. Kept as the
     /// oracle the walker must agree with.
     mod oracle {
-        use super::super::{MetaIn, ObjectIn, RequestIn, ReviewIn, UserInfo};
+        use super::super::walk::{MetaIn, ObjectIn, RequestIn, ReviewIn, UserInfo};
         use kube::core::admission::Operation;
         use serde::Deserialize;
         use serde_json::value::RawValue;
