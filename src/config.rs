@@ -94,7 +94,7 @@ impl Policy {
             serde_saphyr::from_str(text)
         }
         .map_err(|e| ConfigError::Syntax(single_line(&e.to_string())))?;
-        raw.validate()
+        raw.or(embedded_default()?).validate()
     }
 
     /// Reads `path` when given, else the embedded default.
@@ -147,10 +147,9 @@ pub fn is_valid_qualified_key(k: &str) -> bool {
 }
 
 impl RawConfig {
+    /// Checks a complete set of keys (see [`RawConfig::or`]) and builds the policy.
     fn validate(self) -> Result<Policy, ConfigError> {
-        let defaults = default_values();
-
-        let label = self.label.unwrap_or(defaults.label);
+        let label = defaulted(self.label, "label")?;
         if !is_valid_qualified_key(&label) {
             return Err(ConfigError::invalid(
                 "label",
@@ -158,7 +157,7 @@ impl RawConfig {
             ));
         }
 
-        let stages = self.stages.unwrap_or(defaults.stages);
+        let stages = defaulted(self.stages, "stages")?;
         if stages.is_empty() {
             return Err(ConfigError::invalid(
                 "stages",
@@ -249,24 +248,18 @@ impl RawConfig {
                 .collect(),
         };
 
-        let history_annotation = self
-            .history
-            .annotation
-            .unwrap_or(defaults.history.annotation);
+        let history_annotation = defaulted(self.history.annotation, "history.annotation")?;
         if !is_valid_qualified_key(&history_annotation) {
             return Err(ConfigError::invalid(
                 "history.annotation",
                 format!("{history_annotation:?} is not a valid annotation key"),
             ));
         }
-        let limit = self.history.limit.unwrap_or(defaults.history.limit);
+        let limit = defaulted(self.history.limit, "history.limit")?;
         if limit == 0 {
             return Err(ConfigError::invalid("history.limit", "must be at least 1"));
         }
-        let override_annotation = self
-            .override_
-            .annotation
-            .unwrap_or(defaults.override_.annotation);
+        let override_annotation = defaulted(self.override_.annotation, "override.annotation")?;
         if !is_valid_qualified_key(&override_annotation) {
             return Err(ConfigError::invalid(
                 "override.annotation",
@@ -279,8 +272,8 @@ impl RawConfig {
                 "must differ from history.annotation",
             ));
         }
-        let users = self.override_.users.unwrap_or_default();
-        let groups = self.override_.groups.unwrap_or_default();
+        let users = defaulted(self.override_.users, "override.users")?;
+        let groups = defaulted(self.override_.groups, "override.groups")?;
         for (key, list) in [("override.users", &users), ("override.groups", &groups)] {
             if let Some(i) = list.iter().position(String::is_empty) {
                 return Err(ConfigError::invalid(format!("{key}[{i}]"), "empty name"));
@@ -290,49 +283,66 @@ impl RawConfig {
         Ok(Policy {
             graph: StageGraph::new(stages, &entry, &transitions),
             label,
-            mode: self.mode.unwrap_or(Mode::Enforce),
+            mode: defaulted(self.mode, "mode")?,
             history: HistoryConfig {
                 annotation: history_annotation,
                 limit,
-                required: self.history.required.unwrap_or(defaults.history.required),
+                required: defaulted(self.history.required, "history.required")?,
             },
             override_: OverrideConfig {
                 annotation: override_annotation,
                 users,
                 groups,
             },
-            resubmit: self.resubmit.unwrap_or(Resubmit::Reset),
+            resubmit: defaulted(self.resubmit, "resubmit")?,
         })
     }
 }
 
-/// Values used for keys a file leaves out: the same as the embedded default.
-struct Defaults {
-    label: String,
-    stages: Vec<String>,
-    history: HistoryConfig,
-    override_: OverrideConfig,
+/// The embedded default as raw keys: the one source of every value a file leaves out.
+fn embedded_default() -> Result<RawConfig, ConfigError> {
+    serde_saphyr::from_str(DEFAULT_CONFIG_YAML).map_err(|e| {
+        ConfigError::Syntax(format!("embedded default: {}", single_line(&e.to_string())))
+    })
 }
 
-fn default_values() -> Defaults {
-    Defaults {
-        label: "current-stage".into(),
-        stages: vec![
-            "waiting-pr-created".into(),
-            "waiting-ready-for-qa".into(),
-            "waiting-pr-approved".into(),
-        ],
-        history: HistoryConfig {
-            annotation: "stage-guard.io/history".into(),
-            limit: 50,
-            required: true,
-        },
-        override_: OverrideConfig {
-            annotation: "stage-guard.io/override-reason".into(),
-            users: vec![],
-            groups: vec![],
-        },
+impl RawConfig {
+    /// This file's keys, and the default's for those it leaves out. `entry` and `transitions` are
+    /// derived from `stages` when absent, so a file that lists its own stages does not inherit them.
+    fn or(self, default: RawConfig) -> RawConfig {
+        let own_stages = self.stages.is_some();
+        RawConfig {
+            label: self.label.or(default.label),
+            stages: self.stages.or(default.stages),
+            entry: if own_stages {
+                self.entry
+            } else {
+                self.entry.or(default.entry)
+            },
+            transitions: if own_stages {
+                self.transitions
+            } else {
+                self.transitions.or(default.transitions)
+            },
+            mode: self.mode.or(default.mode),
+            history: RawHistory {
+                annotation: self.history.annotation.or(default.history.annotation),
+                limit: self.history.limit.or(default.history.limit),
+                required: self.history.required.or(default.history.required),
+            },
+            override_: RawOverride {
+                annotation: self.override_.annotation.or(default.override_.annotation),
+                users: self.override_.users.or(default.override_.users),
+                groups: self.override_.groups.or(default.override_.groups),
+            },
+            resubmit: self.resubmit.or(default.resubmit),
+        }
     }
+}
+
+/// A key the embedded default must set; missing, the default file itself is broken.
+fn defaulted<T>(value: Option<T>, key: &str) -> Result<T, ConfigError> {
+    value.ok_or_else(|| ConfigError::invalid(key, "missing, and the embedded default sets none"))
 }
 
 #[cfg(test)]
@@ -485,5 +495,22 @@ mod tests {
         assert!(p.override_.permits("alice", &[]));
         assert!(p.override_.permits("bob", &["dev".into(), "sre".into()]));
         assert!(!p.override_.permits("bob", &["dev".into()]));
+    }
+
+    #[test]
+    fn keys_left_out_come_from_the_embedded_default() {
+        let default = Policy::default_policy();
+        let warn = Policy::from_yaml("mode: warn\n").unwrap();
+        assert_eq!(warn.mode, Mode::Warn);
+        assert_eq!(warn.label, default.label);
+        assert_eq!(warn.history, default.history);
+        assert_eq!(warn.override_, default.override_);
+        assert_eq!(warn.resubmit, default.resubmit);
+        assert_eq!(warn.graph.stages(), default.graph.stages());
+        // A file with stages of its own gets entry and transitions from them, not the default's.
+        let own = Policy::from_yaml("stages: [a, b, c]\n").unwrap();
+        assert_eq!(own.graph.entry_stages(), ["a"]);
+        assert_eq!(own.graph.next_stages(Some("a")), ["b"]);
+        assert_eq!(own.history, default.history);
     }
 }

@@ -5,6 +5,11 @@
 //! `config` reads the configuration file into the core's `Policy`; `admission` decodes and encodes
 //! AdmissionReviews around the core, and runs the offline pipeline; `server` and `main` are thin shells.
 
+#![forbid(unsafe_code)]
+// A request must never be able to panic the process (SPEC 5): no unwrap or expect outside tests
+// (clippy.toml allows them in tests).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod admission;
 pub mod certs;
 pub mod cli;

@@ -1,6 +1,11 @@
 //! `stage-guard`: parses the command line, dispatches, and maps results to exit codes
 //! (0 allowed / success, 1 denied / runtime failure, 2 usage, configuration or input error).
 
+#![forbid(unsafe_code)]
+// A request must never be able to panic the process (SPEC 5): no unwrap or expect outside tests
+// (clippy.toml allows them in tests).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;

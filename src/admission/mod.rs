@@ -92,12 +92,7 @@ pub fn answer(
 
 /// The facts of one request: what both webhooks read off the object and the stored object.
 pub fn facts_of<'r>(policy: &Policy, req: &'r Request<'_>) -> Facts<'r> {
-    let operation = match req.operation {
-        kube::core::admission::Operation::Create => Operation::Create,
-        kube::core::admission::Operation::Update => Operation::Update,
-        kube::core::admission::Operation::Delete => Operation::Delete,
-        kube::core::admission::Operation::Connect => Operation::Connect,
-    };
+    let operation = req.operation;
     let is_create = operation == Operation::Create;
     let (new, old) = (&req.object, &req.old_object);
     // On CREATE there is no stored object, whatever `oldObject` holds.

@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use kube::core::admission::Operation;
+use crate::core::Operation;
 use serde_json::value::RawValue;
 
 use super::walk;
@@ -185,7 +185,7 @@ mod tests {
     /// oracle the walker must agree with.
     mod oracle {
         use super::super::walk::{MetaIn, ObjectIn, RequestIn, ReviewIn, UserInfo};
-        use kube::core::admission::Operation;
+        use crate::core::Operation;
         use serde::Deserialize;
         use serde_json::value::RawValue;
         use std::borrow::Cow;

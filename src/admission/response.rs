@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use kube::core::Status;
 use serde::Serialize;
 
 use super::request::{API_VERSION, KIND};
@@ -16,6 +15,15 @@ pub struct ReviewOut {
     api_version: &'static str,
     kind: &'static str,
     pub response: ResponseOut,
+}
+
+/// `response.status` of a denial (meta/v1 Status): what the API server turns into the client's error.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub status: &'static str,
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -51,8 +59,14 @@ impl ResponseOut {
 
     /// A denial the API server shows as `Error from server (Forbidden): admission webhook ... denied the request: <message>`.
     pub fn deny(uid: &str, message: String) -> ResponseOut {
-        let mut status = Status::failure(&message, "Forbidden");
-        status.code = 403;
+        // 403 Forbidden: any code under 400 would reach the client as 400, and 409 would be read as a
+        // conflict to retry (apiserver-contract 2).
+        let status = Status {
+            status: "Failure",
+            code: 403,
+            reason: "Forbidden",
+            message,
+        };
         ResponseOut {
             allowed: false,
             status: Some(status),

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use kube::core::admission::Operation;
+use crate::core::Operation;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 

@@ -3,11 +3,15 @@
 
 use std::borrow::Cow;
 
+use serde::Deserialize;
+
 /// The label `argo resubmit` puts on the Workflow it creates (SPEC 4.5).
 pub const RESUBMITTED_FROM_LABEL: &str = "workflows.argoproj.io/resubmitted-from-workflow";
 
-/// The request's operation. PUT and PATCH both arrive as UPDATE.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The request's operation, spelled on the wire as `CREATE`, `UPDATE`, ... PUT and PATCH both
+/// arrive as UPDATE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Operation {
     Create,
     Update,
