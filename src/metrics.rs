@@ -1,9 +1,10 @@
 //! Prometheus metrics (SPEC 8). Label values come only from configured stages, reason codes and fixed
 //! words, never from request data, so the number of series stays bounded whatever clients send.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -11,36 +12,107 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::admission::{Record, Webhook};
-use crate::core::Policy;
-use crate::core::Reason;
+use crate::core::{Operation, Outcome, Policy, Reason};
+
+// === label values: typed, and written out in one place each ===
+
+/// `decision`: the validating outcome (the mutating webhook always allows), or `invalid` for a body
+/// that is not an AdmissionReview.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+enum Decision {
+    Decided(Outcome),
+    Invalid,
+}
+
+/// `operation`: the request's, or `unknown` for a body that is not an AdmissionReview.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+enum OperationLabel {
+    Known(Operation),
+    Unknown,
+}
+
+/// `result` of a certificate (re)load.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+enum ReloadResult {
+    Success,
+    Failure,
+}
+
+/// A label value written as a fixed word.
+fn word(encoder: &mut LabelValueEncoder, word: &str) -> Result<(), std::fmt::Error> {
+    encoder.write_str(word)
+}
+
+impl EncodeLabelValue for Decision {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        match self {
+            Decision::Decided(outcome) => word(encoder, outcome.as_str()),
+            Decision::Invalid => word(encoder, "invalid"),
+        }
+    }
+}
+
+impl EncodeLabelValue for OperationLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        match self {
+            OperationLabel::Known(operation) => word(encoder, operation.as_str()),
+            OperationLabel::Unknown => word(encoder, "unknown"),
+        }
+    }
+}
+
+impl EncodeLabelValue for ReloadResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        word(
+            encoder,
+            match self {
+                ReloadResult::Success => "success",
+                ReloadResult::Failure => "failure",
+            },
+        )
+    }
+}
+
+impl EncodeLabelValue for Webhook {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        word(encoder, self.as_str())
+    }
+}
+
+impl EncodeLabelValue for Reason {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        word(encoder, self.code())
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    webhook: &'static str,
-    operation: &'static str,
-    decision: &'static str,
+    webhook: Webhook,
+    operation: OperationLabel,
+    decision: Decision,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WebhookLabels {
-    webhook: &'static str,
+    webhook: Webhook,
 }
 
+/// `from` and `to` are configured stage names, `none` or `unknown` (see `Record`): bounded.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TransitionLabels {
     from: String,
     to: String,
-    reason: &'static str,
+    reason: Reason,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
-    reason: &'static str,
+    reason: Reason,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
-    result: &'static str,
+    result: ReloadResult,
 }
 
 /// Every metric stage-guard exports.
@@ -54,9 +126,6 @@ pub struct Metrics {
     cert_not_after: Gauge,
     patches: Counter,
 }
-
-/// The operation label of a body that is not an AdmissionReview (its operation is not known).
-const INVALID_OPERATION: &str = "unknown";
 
 fn duration_histogram() -> Histogram {
     // 100 µs .. ~3 s: a review costs well under a millisecond; the API server gives up at `timeoutSeconds`.
@@ -116,32 +185,28 @@ impl Metrics {
 
         // Every family exports series from start-up, so dashboards and alerts see zeros, not gaps.
         for webhook in [Webhook::Mutate, Webhook::Validate] {
-            drop(duration.get_or_create(&WebhookLabels {
-                webhook: webhook.as_str(),
-            }));
-            let decisions: &[&'static str] = match webhook {
-                Webhook::Mutate => &["allowed"],
-                Webhook::Validate => &["allowed", "denied", "warned"],
+            drop(duration.get_or_create(&WebhookLabels { webhook }));
+            let outcomes: &[Outcome] = match webhook {
+                Webhook::Mutate => &[Outcome::Allowed],
+                Webhook::Validate => &[Outcome::Allowed, Outcome::Denied, Outcome::Warned],
             };
-            for operation in ["CREATE", "UPDATE"] {
-                for &decision in decisions {
+            for operation in [Operation::Create, Operation::Update] {
+                for &outcome in outcomes {
                     drop(requests.get_or_create(&RequestLabels {
-                        webhook: webhook.as_str(),
-                        operation,
-                        decision,
+                        webhook,
+                        operation: OperationLabel::Known(operation),
+                        decision: Decision::Decided(outcome),
                     }));
                 }
             }
             drop(requests.get_or_create(&RequestLabels {
-                webhook: webhook.as_str(),
-                operation: INVALID_OPERATION,
-                decision: "invalid",
+                webhook,
+                operation: OperationLabel::Unknown,
+                decision: Decision::Invalid,
             }));
         }
         for reason in Reason::ALL.into_iter().filter(|r| !r.admits()) {
-            drop(denials.get_or_create(&ReasonLabels {
-                reason: reason.code(),
-            }));
+            drop(denials.get_or_create(&ReasonLabels { reason }));
         }
         let graph = &policy.graph;
         for from in std::iter::once(None).chain(graph.stages().iter().map(|s| Some(s.as_str()))) {
@@ -154,11 +219,11 @@ impl Metrics {
                 drop(transitions.get_or_create(&TransitionLabels {
                     from: from.unwrap_or("none").to_owned(),
                     to: to.to_owned(),
-                    reason: reason.code(),
+                    reason,
                 }));
             }
         }
-        for result in ["success", "failure"] {
+        for result in [ReloadResult::Success, ReloadResult::Failure] {
             drop(tls_reloads.get_or_create(&ResultLabels { result }));
         }
 
@@ -178,15 +243,13 @@ impl Metrics {
     pub fn observe(&self, webhook: Webhook, record: &Record, elapsed: Duration) {
         self.requests
             .get_or_create(&RequestLabels {
-                webhook: webhook.as_str(),
-                operation: record.operation,
-                decision: record.decision,
+                webhook,
+                operation: OperationLabel::Known(record.operation),
+                decision: Decision::Decided(record.decision),
             })
             .inc();
         self.duration
-            .get_or_create(&WebhookLabels {
-                webhook: webhook.as_str(),
-            })
+            .get_or_create(&WebhookLabels { webhook })
             .observe(elapsed.as_secs_f64());
         if webhook == Webhook::Mutate {
             if record.patched {
@@ -195,19 +258,15 @@ impl Metrics {
             return;
         }
         match (record.decision, record.reason) {
-            ("denied", Some(reason)) => {
-                self.denials
-                    .get_or_create(&ReasonLabels {
-                        reason: reason.code(),
-                    })
-                    .inc();
+            (Outcome::Denied, Some(reason)) => {
+                self.denials.get_or_create(&ReasonLabels { reason }).inc();
             }
-            ("allowed" | "warned", Some(reason)) if record.stage_changed => {
+            (Outcome::Allowed | Outcome::Warned, Some(reason)) if record.stage_changed => {
                 self.transitions
                     .get_or_create(&TransitionLabels {
                         from: record.from_label.clone(),
                         to: record.to_label.clone(),
-                        reason: reason.code(),
+                        reason,
                     })
                     .inc();
             }
@@ -219,21 +278,23 @@ impl Metrics {
     pub fn invalid(&self, webhook: Webhook, elapsed: Duration) {
         self.requests
             .get_or_create(&RequestLabels {
-                webhook: webhook.as_str(),
-                operation: INVALID_OPERATION,
-                decision: "invalid",
+                webhook,
+                operation: OperationLabel::Unknown,
+                decision: Decision::Invalid,
             })
             .inc();
         self.duration
-            .get_or_create(&WebhookLabels {
-                webhook: webhook.as_str(),
-            })
+            .get_or_create(&WebhookLabels { webhook })
             .observe(elapsed.as_secs_f64());
     }
 
     /// Records a certificate (re)load.
     pub fn tls_reload(&self, ok: bool, not_after_unix: Option<i64>) {
-        let result = if ok { "success" } else { "failure" };
+        let result = if ok {
+            ReloadResult::Success
+        } else {
+            ReloadResult::Failure
+        };
         self.tls_reloads
             .get_or_create(&ResultLabels { result })
             .inc();
@@ -282,10 +343,10 @@ mod tests {
             uid: "u".into(),
             workflow: "argo/evil-name".into(),
             user: "evil-user".into(),
-            operation: "UPDATE",
+            operation: Operation::Update,
             transition: "waiting-pr-created->evil-stage".into(),
             stage_changed: true,
-            decision: "warned",
+            decision: Outcome::Warned,
             patched: false,
             reason: Some(Reason::UnknownStage),
             from_label: "waiting-pr-created".into(),

@@ -42,13 +42,13 @@ pub struct Record {
     pub uid: String,
     pub workflow: String,
     pub user: String,
-    pub operation: &'static str,
+    pub operation: Operation,
     /// `O -> N` as shown in messages (`none` for no label).
     pub transition: String,
     /// The stage changed (`O ≠ N`).
     pub stage_changed: bool,
-    /// `allowed`, `denied` or `warned` (the mutating webhook always allows).
-    pub decision: &'static str,
+    /// The validating webhook's outcome (the mutating webhook always allows).
+    pub decision: Outcome,
     /// The mutating webhook returned a JSON Patch.
     pub patched: bool,
     pub reason: Option<Reason>,
@@ -82,7 +82,7 @@ pub fn answer(
     };
     let allowed = response.allowed;
     // Serialising plain strings, maps and a Status cannot fail.
-    let body = serde_json::to_vec(&response.into_review()).map_err(|e| BadReview(e.to_string()))?;
+    let body = serde_json::to_vec(&response.into_review()).map_err(BadReview::NotJson)?;
     Ok(Answer {
         body,
         record,
@@ -132,10 +132,10 @@ fn record_of(policy: &Policy, req: &Request<'_>, facts: &Facts<'_>) -> Record {
         uid: req.uid.clone(),
         workflow: facts.workflow.to_string(),
         user: req.user.username.clone(),
-        operation: facts.operation.as_str(),
+        operation: facts.operation,
         transition: format!("{}->{}", show_stage(facts.from), show_stage(facts.to)),
         stage_changed: facts.stage_changed(),
-        decision: "allowed",
+        decision: Outcome::Allowed,
         patched: false,
         reason: None,
         from_label: metric_label(facts.from),
@@ -166,7 +166,7 @@ fn validate(policy: &Policy, req: &Request<'_>, facts: &Facts<'_>) -> (ResponseO
             .audit_annotations
             .insert("transition", record.transition.clone());
     }
-    record.decision = v.outcome.as_str();
+    record.decision = v.outcome;
     record.reason = Some(v.reason);
     record.warnings = v.warnings.len();
     record.message = v.message;

@@ -28,9 +28,14 @@ pub enum PipelineError {
     /// The input is not an AdmissionReview the webhooks answer.
     #[error(transparent)]
     BadReview(#[from] BadReview),
+    /// The mutating webhook's answer cannot be read back (a defect: the server wrote it).
+    #[error("the mutating webhook's answer does not parse: {0}")]
+    Answer(serde_json::Error),
+    #[error("the mutating webhook's patch is not base64: {0}")]
+    PatchEncoding(base64::DecodeError),
     /// The mutating webhook's patch does not apply (the API server would answer 500).
     #[error("the mutating webhook's patch does not apply: {0}")]
-    Patch(String),
+    Patch(#[from] json_patch::PatchError),
 }
 
 /// Runs `review` (an AdmissionReview v1 as the API server sends it) through both webhooks.
@@ -44,7 +49,7 @@ pub fn run(
     let mut patched_review = review.clone();
     let object = patched_review
         .pointer_mut("/request/object")
-        .ok_or_else(|| BadReview("request.object is missing".into()))?;
+        .ok_or(BadReview::NoObject(Operation::Update))?;
     apply_patch(&mutate.body, object)?;
     let patched = object.clone();
     let validate = answer(policy, Webhook::Validate, &to_body(&patched_review)?, now)?;
@@ -63,28 +68,25 @@ pub fn run_body(
 ) -> Result<ClusterAnswer, PipelineError> {
     // Decoding first gives the same 400-style message the server would for a body that is not a review.
     super::request::decode(body)?;
-    let review: Value =
-        serde_json::from_slice(body).map_err(|e| BadReview(format!("not JSON: {e}")))?;
+    let review: Value = serde_json::from_slice(body).map_err(BadReview::NotJson)?;
     run(policy, &review, now)
 }
 
 fn to_body(review: &Value) -> Result<Vec<u8>, BadReview> {
-    serde_json::to_vec(review).map_err(|e| BadReview(e.to_string()))
+    serde_json::to_vec(review).map_err(BadReview::NotJson)
 }
 
 /// Applies the patch of a mutating response (if any) to `object`, as the API server does.
 fn apply_patch(response_body: &[u8], object: &mut Value) -> Result<(), PipelineError> {
-    let response: Value =
-        serde_json::from_slice(response_body).map_err(|e| PipelineError::Patch(e.to_string()))?;
+    let response: Value = serde_json::from_slice(response_body).map_err(PipelineError::Answer)?;
     let Some(encoded) = response.pointer("/response/patch").and_then(Value::as_str) else {
         return Ok(());
     };
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(encoded)
-        .map_err(|e| PipelineError::Patch(e.to_string()))?;
-    let patch: json_patch::Patch =
-        serde_json::from_slice(&bytes).map_err(|e| PipelineError::Patch(e.to_string()))?;
-    json_patch::patch(object, &patch).map_err(|e| PipelineError::Patch(e.to_string()))
+        .map_err(PipelineError::PatchEncoding)?;
+    let patch: json_patch::Patch = serde_json::from_slice(&bytes).map_err(PipelineError::Answer)?;
+    Ok(json_patch::patch(object, &patch)?)
 }
 
 /// Who writes, for a review made offline.

@@ -18,13 +18,34 @@ use super::walk;
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
 
-/// Why a body is not an AdmissionReview this webhook can answer (HTTP 400).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct BadReview(pub String);
+/// Why a body is not an AdmissionReview this webhook can answer (HTTP 400), one variant per check.
+#[derive(Debug, thiserror::Error)]
+pub enum BadReview {
+    #[error("body is not an AdmissionReview: {0}")]
+    NotAReview(#[from] WalkError),
+    #[error("apiVersion must be {API_VERSION}, got {:?}", crate::core::show(.0))]
+    ApiVersion(String),
+    #[error("apiVersion is missing (want {API_VERSION})")]
+    NoApiVersion,
+    #[error("kind must be {KIND}")]
+    Kind,
+    #[error("request is missing")]
+    NoRequest,
+    #[error("request.uid is missing")]
+    NoUid,
+    #[error("request.operation is missing")]
+    NoOperation,
+    #[error("request.object is missing for {0:?}")]
+    NoObject(Operation),
+    #[error("request.oldObject is missing for Update")]
+    NoOldObject,
+    /// Offline only: the file is not JSON at all.
+    #[error("not JSON: {0}")]
+    NotJson(serde_json::Error),
+}
 
 pub use super::walk::UserInfo;
-use super::walk::{ObjectIn, ReviewIn};
+use super::walk::{ObjectIn, ReviewIn, WalkError};
 
 /// The metadata of `object` or `oldObject` that decisions use.
 #[derive(Debug, Default)]
@@ -116,51 +137,29 @@ impl Request<'_> {
 
 /// Decodes an AdmissionReview v1 request body.
 pub fn decode(body: &[u8]) -> Result<Request<'_>, BadReview> {
-    let review = walk::review(body)
-        .map_err(|e| BadReview(format!("body is not an AdmissionReview: {e}")))?;
-    checked(review)
+    checked(walk::review(body)?)
 }
 
 /// The checks on a well-formed review: version, kind, and the members every answer needs.
 pub(crate) fn checked(review: ReviewIn<'_>) -> Result<Request<'_>, BadReview> {
-    match review.api_version.as_deref() {
-        Some(API_VERSION) => {}
-        Some(other) => {
-            return Err(BadReview(format!(
-                "apiVersion must be {API_VERSION}, got {:?}",
-                crate::core::show(other)
-            )));
-        }
-        None => {
-            return Err(BadReview(format!(
-                "apiVersion is missing (want {API_VERSION})"
-            )));
-        }
+    match review.api_version {
+        Some(v) if v == API_VERSION => {}
+        Some(other) => return Err(BadReview::ApiVersion(other)),
+        None => return Err(BadReview::NoApiVersion),
     }
     if review.kind.as_deref() != Some(KIND) {
-        return Err(BadReview(format!("kind must be {KIND}")));
+        return Err(BadReview::Kind);
     }
-    let req = review
-        .request
-        .ok_or_else(|| BadReview("request is missing".into()))?;
-    let uid = req
-        .uid
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| BadReview("request.uid is missing".into()))?;
-    let operation = req
-        .operation
-        .ok_or_else(|| BadReview("request.operation is missing".into()))?;
+    let req = review.request.ok_or(BadReview::NoRequest)?;
+    let uid = req.uid.filter(|u| !u.is_empty()).ok_or(BadReview::NoUid)?;
+    let operation = req.operation.ok_or(BadReview::NoOperation)?;
     let object = Meta::from_object(req.object);
     let old_object = Meta::from_object(req.old_object);
     match operation {
         Operation::Create | Operation::Update if !object.present => {
-            return Err(BadReview(format!(
-                "request.object is missing for {operation:?}"
-            )));
+            return Err(BadReview::NoObject(operation));
         }
-        Operation::Update if !old_object.present => {
-            return Err(BadReview("request.oldObject is missing for Update".into()));
-        }
+        Operation::Update if !old_object.present => return Err(BadReview::NoOldObject),
         _ => {}
     }
     Ok(Request {
@@ -298,14 +297,14 @@ mod tests {
     fn agree(body: &[u8]) -> Result<(), String> {
         let new = decode(body);
         let old = oracle::review(body)
-            .map_err(|e| BadReview(format!("body is not an AdmissionReview: {e}")))
+            .map_err(|e| BadReview::NotAReview(WalkError::Shape(e)))
             .and_then(checked);
         match (&new, &old) {
             (Ok(n), Ok(o)) if summary(n) == summary(o) => Ok(()),
             (Err(_), Err(_)) => Ok(()),
             // serde's derive also reads a struct from a JSON array of its fields in order; the walker
             // refuses that form, which no API server sends.
-            (Err(BadReview(e)), Ok(_)) if e.contains("must be an object") => Ok(()),
+            (Err(e), Ok(_)) if e.to_string().contains("must be an object") => Ok(()),
             _ => Err(format!(
                 "{}\nnew: {:?}\nold: {:?}",
                 String::from_utf8_lossy(body),
@@ -508,7 +507,7 @@ mod tests {
             ),
         ];
         for (b, want) in cases {
-            let e = decode(b.as_bytes()).expect_err(&b).0;
+            let e = decode(b.as_bytes()).expect_err(&b).to_string();
             assert!(e.contains(want), "{b}: {e:?} should contain {want:?}");
         }
         assert!(decode(&[0xff, 0xfe, b'{']).is_err());

@@ -6,7 +6,7 @@
 use std::fmt;
 
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct SkipError {
+pub struct SkipError {
     at: usize,
     what: &'static str,
 }
@@ -16,6 +16,8 @@ impl fmt::Display for SkipError {
         write!(f, "{} at byte {}", self.what, self.at)
     }
 }
+
+impl std::error::Error for SkipError {}
 
 #[cold]
 fn err<T>(at: usize, what: &'static str) -> Result<T, SkipError> {

@@ -1,6 +1,6 @@
 //! The envelope walk: the members of the review, the request, the objects and their metadata, in
 //! document order. Values the decisions use go to serde_json where they stand; the rest is skipped.
-//! Errors are plain text for [`BadReview`].
+//! Errors keep what went wrong where: the skipper's, serde_json's, or the envelope's shape.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -9,7 +9,34 @@ use crate::core::Operation;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::skip;
+use super::skip::{self, SkipError};
+
+/// Why a body is not a well-formed review envelope.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    /// Malformed JSON in a skipped value.
+    #[error(transparent)]
+    Skip(#[from] SkipError),
+    /// A value that decisions read did not deserialise.
+    #[error("{field}: {source}")]
+    Value {
+        field: String,
+        source: serde_json::Error,
+    },
+    /// A member name that did not decode.
+    #[error("key at byte {at}: {source}")]
+    Key {
+        at: usize,
+        source: serde_json::Error,
+    },
+    /// The envelope is not shaped like a review (a missing `:`, a duplicate member, ...).
+    #[error("{0}")]
+    Shape(String),
+}
+
+fn shape<T>(message: impl Into<String>) -> Result<T, WalkError> {
+    Err(WalkError::Shape(message.into()))
+}
 
 /// The parts of a review the decisions read, as [`review`] finds them.
 #[derive(Default)]
@@ -59,9 +86,9 @@ pub(crate) struct Walker<'a> {
 }
 
 /// Marks a member as seen; a second one is an error, as serde's derive makes it.
-fn once(seen: &mut bool, key: &'static str) -> Result<&'static str, String> {
+fn once(seen: &mut bool, key: &'static str) -> Result<&'static str, WalkError> {
     if std::mem::replace(seen, true) {
-        return Err(format!("duplicate field `{key}`"));
+        return shape(format!("duplicate field `{key}`"));
     }
     Ok(key)
 }
@@ -73,13 +100,13 @@ impl<'a> Walker<'a> {
         self.b.get(self.i).copied()
     }
 
-    fn skip(&mut self) -> Result<(), String> {
-        self.i = skip::value(self.b, self.i).map_err(|e| e.to_string())?;
+    fn skip(&mut self) -> Result<(), WalkError> {
+        self.i = skip::value(self.b, self.i)?;
         Ok(())
     }
 
     /// Deserialises the next value where it stands.
-    fn leaf<T: Deserialize<'a>>(&mut self, field: &str) -> Result<T, String> {
+    fn leaf<T: Deserialize<'a>>(&mut self, field: &str) -> Result<T, WalkError> {
         let start = skip::whitespace(self.b, self.i);
         let rest = self.b.get(start..).unwrap_or_default();
         let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<T>();
@@ -88,21 +115,24 @@ impl<'a> Walker<'a> {
                 self.i = start + values.byte_offset();
                 Ok(v)
             }
-            Some(Err(e)) => Err(format!("{field}: {e}")),
-            None => Err(format!("EOF while parsing {field}")),
+            Some(Err(source)) => Err(WalkError::Value {
+                field: field.to_owned(),
+                source,
+            }),
+            None => shape(format!("EOF while parsing {field}")),
         }
     }
 
     /// A member name, as bytes. Escapes and non-ASCII names go through serde_json, which decoded and
     /// checked every name on these levels before.
-    fn key(&mut self) -> Result<Cow<'a, [u8]>, String> {
+    fn key(&mut self) -> Result<Cow<'a, [u8]>, WalkError> {
         match self.peek() {
             Some(b'"') => {}
-            Some(_) => return Err(format!("key must be a string at byte {}", self.i)),
-            None => return Err("EOF while parsing an object".into()),
+            Some(_) => return shape(format!("key must be a string at byte {}", self.i)),
+            None => return shape("EOF while parsing an object"),
         }
         let start = self.i;
-        let end = skip::string(self.b, start + 1).map_err(|e| e.to_string())?;
+        let end = skip::string(self.b, start + 1)?;
         self.i = end;
         let quoted = self.b.get(start..end).unwrap_or_default();
         let raw = quoted
@@ -113,15 +143,15 @@ impl<'a> Walker<'a> {
         }
         serde_json::from_slice::<String>(quoted)
             .map(|k| Cow::Owned(k.into_bytes()))
-            .map_err(|e| format!("key at byte {start}: {e}"))
+            .map_err(|source| WalkError::Key { at: start, source })
     }
 
     /// Walks an object, `member` consuming each value; `null` is `None` (an absent optional struct).
     fn object(
         &mut self,
         what: &str,
-        mut member: impl FnMut(&mut Walker<'a>, &[u8]) -> Result<(), String>,
-    ) -> Result<Option<()>, String> {
+        mut member: impl FnMut(&mut Walker<'a>, &[u8]) -> Result<(), WalkError>,
+    ) -> Result<Option<()>, WalkError> {
         match self.peek() {
             Some(b'{') => self.i += 1,
             Some(b'n') => {
@@ -132,11 +162,11 @@ impl<'a> Walker<'a> {
                 let at = self.i;
                 // Bad JSON is reported as such before the type.
                 self.skip()?;
-                return Err(format!(
+                return shape(format!(
                     "invalid type at byte {at}: {what} must be an object"
                 ));
             }
-            None => return Err(format!("EOF while parsing {what}")),
+            None => return shape(format!("EOF while parsing {what}")),
         }
         if self.peek() == Some(b'}') {
             self.i += 1;
@@ -146,8 +176,8 @@ impl<'a> Walker<'a> {
             let key = self.key()?;
             match self.peek() {
                 Some(b':') => self.i += 1,
-                Some(_) => return Err(format!("expected `:` at byte {}", self.i)),
-                None => return Err(format!("EOF while parsing {what}")),
+                Some(_) => return shape(format!("expected `:` at byte {}", self.i)),
+                None => return shape(format!("EOF while parsing {what}")),
             }
             member(self, &key)?;
             match self.peek() {
@@ -156,14 +186,14 @@ impl<'a> Walker<'a> {
                     self.i += 1;
                     return Ok(Some(()));
                 }
-                Some(_) => return Err(format!("expected `,` or `}}` at byte {}", self.i)),
-                None => return Err(format!("EOF while parsing {what}")),
+                Some(_) => return shape(format!("expected `,` or `}}` at byte {}", self.i)),
+                None => return shape(format!("EOF while parsing {what}")),
             }
         }
     }
 }
 
-pub(crate) fn review(body: &[u8]) -> Result<ReviewIn<'_>, String> {
+pub(crate) fn review(body: &[u8]) -> Result<ReviewIn<'_>, WalkError> {
     let mut w = Walker { b: body, i: 0 };
     let mut r = ReviewIn::default();
     let mut seen = [false; 3];
@@ -186,15 +216,15 @@ pub(crate) fn review(body: &[u8]) -> Result<ReviewIn<'_>, String> {
         Ok(())
     })?;
     if present.is_none() {
-        return Err("the review is null".into());
+        return shape("the review is null");
     }
     if w.peek().is_some() {
-        return Err(format!("trailing characters at byte {}", w.i));
+        return shape(format!("trailing characters at byte {}", w.i));
     }
     Ok(r)
 }
 
-fn request<'a>(w: &mut Walker<'a>) -> Result<Option<RequestIn<'a>>, String> {
+fn request<'a>(w: &mut Walker<'a>) -> Result<Option<RequestIn<'a>>, WalkError> {
     let mut r = RequestIn::default();
     let mut seen = [false; 7];
     let present = w.object("request", |w, key| {
@@ -234,7 +264,7 @@ fn request<'a>(w: &mut Walker<'a>) -> Result<Option<RequestIn<'a>>, String> {
     Ok(present.map(|()| r))
 }
 
-fn object<'a>(w: &mut Walker<'a>, what: &str) -> Result<Option<ObjectIn<'a>>, String> {
+fn object<'a>(w: &mut Walker<'a>, what: &str) -> Result<Option<ObjectIn<'a>>, WalkError> {
     let mut o = ObjectIn::default();
     let mut seen = false;
     let present = w.object(what, |w, key| {
@@ -249,7 +279,7 @@ fn object<'a>(w: &mut Walker<'a>, what: &str) -> Result<Option<ObjectIn<'a>>, St
     Ok(present.map(|()| o))
 }
 
-fn metadata<'a>(w: &mut Walker<'a>) -> Result<Option<MetaIn<'a>>, String> {
+fn metadata<'a>(w: &mut Walker<'a>) -> Result<Option<MetaIn<'a>>, WalkError> {
     let mut m = MetaIn::default();
     let mut seen = [false; 5];
     let present = w.object("metadata", |w, key| {

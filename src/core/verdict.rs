@@ -7,7 +7,7 @@ use super::policy::{Mode, Policy, Resubmit};
 use super::reason::Reason;
 use super::words::Say;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     Allowed,
     /// Admitted by `mode: warn` although the stage rules deny it.

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 
 use crate::admission::{self, Answer, Webhook};
 use crate::core::Policy;
-use crate::core::show;
+use crate::core::{Outcome, show};
 use crate::metrics::Metrics;
 
 /// Bodies above this size are answered on the blocking pool: parsing a 1 MiB Workflow takes long
@@ -231,7 +231,7 @@ async fn review(
             )
                 .into_response()
         }
-        Err(e) => bad(StatusCode::BAD_REQUEST, e.0),
+        Err(e) => bad(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
 
@@ -241,7 +241,7 @@ fn log_answer(webhook: Webhook, answer: &Answer, elapsed: std::time::Duration) {
     let r = &answer.record;
     // The validating webhook owns the decision, so it logs the change; the mutating one only its warnings.
     let notable = match webhook {
-        Webhook::Validate => r.stage_changed || r.decision != "allowed" || r.warnings > 0,
+        Webhook::Validate => r.stage_changed || r.decision != Outcome::Allowed || r.warnings > 0,
         Webhook::Mutate => r.warnings > 0,
     };
     macro_rules! emit {
@@ -252,9 +252,9 @@ fn log_answer(webhook: Webhook, answer: &Answer, elapsed: std::time::Duration) {
                 uid = %show(&r.uid),
                 workflow = %show(&r.workflow),
                 user = %show(&r.user),
-                operation = r.operation,
+                operation = r.operation.as_str(),
                 transition = %r.transition,
-                decision = r.decision,
+                decision = r.decision.as_str(),
                 reason = r.reason.map(|x| x.code()).unwrap_or("-"),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 "{}",

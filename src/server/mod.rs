@@ -51,8 +51,14 @@ pub struct ServeOptions {
 /// A start-up problem: bad certificates or an address that cannot be bound. The process exits 2.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{0}")]
-    Certificates(String),
+    #[error("development certificates: {0}")]
+    DevCertificates(crate::certs::CertError),
+    #[error("--tls-cert-file and --tls-key-file go together: give both or neither")]
+    HalfAPair,
+    #[error(transparent)]
+    Certificate(#[from] crate::pem::PemError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr} ({listener}): {source}")]
     Bind {
         listener: &'static str,
@@ -74,8 +80,8 @@ fn cert_source(opts: &ServeOptions) -> Result<CertSource, StartError> {
             key: key.clone(),
         }),
         (None, None) => {
-            let dev = certs::ensure_dev_certs(&opts.dev_cert_dir)
-                .map_err(|e| StartError::Certificates(format!("development certificates: {e}")))?;
+            let dev =
+                certs::ensure_dev_certs(&opts.dev_cert_dir).map_err(StartError::DevCertificates)?;
             tracing::warn!(
                 ca = %dev.ca_path.display(),
                 generated = dev.generated,
@@ -88,9 +94,7 @@ fn cert_source(opts: &ServeOptions) -> Result<CertSource, StartError> {
                 key: dev.key_path,
             })
         }
-        _ => Err(StartError::Certificates(
-            "--tls-cert-file and --tls-key-file go together: give both or neither".into(),
-        )),
+        _ => Err(StartError::HalfAPair),
     }
 }
 
@@ -110,13 +114,11 @@ impl Server {
     /// Checks the certificates and binds both listeners.
     pub async fn bind(opts: ServeOptions, policy: Policy) -> Result<Server, StartError> {
         let certs = cert_source(&opts)?;
-        let loaded = crate::pem::load_certified_key(&certs.cert, &certs.key)
-            .map_err(|e| StartError::Certificates(e.to_string()))?;
+        let loaded = crate::pem::load_certified_key(&certs.cert, &certs.key)?;
         let metrics = Metrics::new(&policy);
         metrics.set_cert_not_after(loaded.not_after_unix);
         let resolver = Arc::new(ReloadingCertResolver::new(loaded));
-        let tls = tls::server_config(resolver.clone(), opts.client_ca_file.as_deref())
-            .map_err(|e| StartError::Certificates(e.to_string()))?;
+        let tls = tls::server_config(resolver.clone(), opts.client_ca_file.as_deref())?;
 
         let bind = |listener: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
