@@ -13,6 +13,9 @@ pub mod match_conditions;
 pub mod patch;
 pub mod process;
 pub mod review;
+// The harness's own tests, against in-process fake webhooks (only where the test harness runs).
+#[cfg(test)]
+mod selftest;
 pub mod store;
 pub mod time;
 

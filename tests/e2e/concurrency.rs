@@ -1,18 +1,13 @@
 //! SPEC 4.6: racing writers, serialised the way kube-apiserver serialises them (read, patch,
 //! mutating admission, resourceVersion check, validating admission, compare-and-swap, retry).
 
-mod support;
-// The harness's own tests (fake in-process webhooks) live here: this file leans on the store most.
-#[path = "support/selftest.rs"]
-mod harness_selftest;
-
+use crate::support::apiserver::{ApiServer, Patch};
+use crate::support::checks::*;
+use crate::support::fixtures::*;
+use crate::support::process::Webhook;
+use crate::support::review::UserInfo;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use support::apiserver::{ApiServer, Patch};
-use support::checks::*;
-use support::fixtures::*;
-use support::process::Webhook;
-use support::review::UserInfo;
 
 const CLIENTS: usize = 20;
 
@@ -124,7 +119,7 @@ async fn racing_identical_advances_all_succeed_as_one_change() {
         }
         // What the validating webhook said on the attempt that was stored.
         let last = out
-            .calls_to(support::review::Hook::Validating)
+            .calls_to(crate::support::review::Hook::Validating)
             .last()
             .map(|c| c.audit.clone())
             .unwrap_or_default();

@@ -1,20 +1,18 @@
 //! The binary in production conditions (SPEC 6, 9): certificate rotation through a kubelet-style
 //! symlink swap, mutual TLS, and the drain-then-stop shutdown on SIGTERM. Loopback only, bounded waits.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::process::Webhook;
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use serde_json::{Value, json};
 use stage_guard::certs::{CertBundle, generate_bundle};
-use support::process::Webhook;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;

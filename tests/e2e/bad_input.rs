@@ -2,18 +2,16 @@
 //! hostile label values and corrupt stored history. After every bad input the server must still
 //! answer a good review.
 
-mod support;
-
-use hyper::Method;
-use serde_json::{Value, json};
-use support::apiserver::{ApiServer, Outcome, Patch};
-use support::checks::*;
-use support::client::{HttpsConn, RawRequest, RawResponse};
-use support::fixtures::*;
-use support::process::Webhook;
-use support::review::{
+use crate::support::apiserver::{ApiServer, Outcome, Patch};
+use crate::support::checks::*;
+use crate::support::client::{HttpsConn, RawRequest, RawResponse};
+use crate::support::fixtures::*;
+use crate::support::process::Webhook;
+use crate::support::review::{
     Hook, Operation, ReviewRequest, UserInfo, build_review, options, verify_response,
 };
+use hyper::Method;
+use serde_json::{Value, json};
 
 fn good_review() -> (String, Vec<u8>) {
     let uid = uuid::Uuid::new_v4().to_string();

@@ -1,16 +1,14 @@
 //! Changes produced by the real kubectl (`--local`, no cluster needed) and sent as the PUT that
 //! kubectl would send, through the API-server harness.
 
-mod support;
-
+use crate::support::apiserver::ApiServer;
+use crate::support::checks::*;
+use crate::support::fixtures::*;
+use crate::support::process::Webhook;
+use crate::support::review::UserInfo;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
-use support::apiserver::ApiServer;
-use support::checks::*;
-use support::fixtures::*;
-use support::process::Webhook;
-use support::review::UserInfo;
 
 /// The real kubectl; a missing one fails the test with a message naming it.
 fn kubectl() -> PathBuf {

@@ -1,18 +1,16 @@
 //! SPEC 5 and 8 at the HTTP level: the query string, keep-alive, ALPN and TLS versions as the API
 //! server uses them, and the admin listener's probes, metrics and decision logs.
 
-mod support;
-
-use serde_json::{Value, json};
-use std::time::{Duration, Instant};
-use support::apiserver::Patch;
-use support::checks::*;
-use support::client::{RawRequest, TlsOptions};
-use support::fixtures::*;
-use support::process::Webhook;
-use support::review::{
+use crate::support::apiserver::Patch;
+use crate::support::checks::*;
+use crate::support::client::{RawRequest, TlsOptions};
+use crate::support::fixtures::*;
+use crate::support::process::Webhook;
+use crate::support::review::{
     Hook, Operation, ReviewRequest, UserInfo, build_review, options, verify_response,
 };
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
 /// A review of a skip (PR created -> PR approved) for the given hook, with a fresh uid.
 fn skip_review(hook: Hook) -> (String, Vec<u8>) {
@@ -199,7 +197,7 @@ async fn the_dev_certificate_verifies_for_the_service_names_and_loopback() {
     };
     let config = webhook.tls_options(&wrong);
     assert!(
-        support::client::connect(webhook.webhook_addr, config, &wrong.server_name)
+        crate::support::client::connect(webhook.webhook_addr, config, &wrong.server_name)
             .await
             .is_err()
     );
@@ -210,7 +208,7 @@ async fn the_dev_certificate_verifies_for_the_service_names_and_loopback() {
 async fn wait_for_status(webhook: &Webhook, path: &str, status: u16, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     loop {
-        if let Ok(res) = support::client::http_get(webhook.admin_addr, path).await
+        if let Ok(res) = crate::support::client::http_get(webhook.admin_addr, path).await
             && res.status == status
         {
             return true;
@@ -259,7 +257,7 @@ async fn metrics_export_every_family_from_start() {
         &[],
     );
     assert!(
-        not_after > support::time::unix_now() as f64,
+        not_after > crate::support::time::unix_now() as f64,
         "the serving certificate's notAfter {not_after} is not in the future"
     );
 }

@@ -2,14 +2,12 @@
 //! Reinvocation is on for every API server in this file, so every mutating call is also checked
 //! for idempotency.
 
-mod support;
-
+use crate::support::apiserver::{ApiServer, Outcome, Patch, Stored};
+use crate::support::checks::*;
+use crate::support::fixtures::*;
+use crate::support::process::Webhook;
+use crate::support::review::{Hook, Operation, ReviewRequest, UserInfo, options};
 use serde_json::{Value, json};
-use support::apiserver::{ApiServer, Outcome, Patch, Stored};
-use support::checks::*;
-use support::fixtures::*;
-use support::process::Webhook;
-use support::review::{Hook, Operation, ReviewRequest, UserInfo, options};
 
 fn start(config: Option<&str>) -> (Webhook, ApiServer) {
     let webhook = match config {
@@ -32,12 +30,12 @@ async fn merge(
     user: &UserInfo,
     name: &str,
     patch: Value,
-) -> Result<Stored, support::ApiError> {
+) -> Result<Stored, crate::support::ApiError> {
     api.patch(user, NS, name, Patch::Merge(patch), false).await
 }
 
 #[track_caller]
-fn assert_no_mutating_patch(out_calls: &[&support::CallRecord]) {
+fn assert_no_mutating_patch(out_calls: &[&crate::support::CallRecord]) {
     assert!(!out_calls.is_empty(), "no mutating call made");
     for call in out_calls {
         assert!(
@@ -75,7 +73,7 @@ async fn assert_patch_denied(
     reason: &str,
     from: Option<&str>,
     to: Option<&str>,
-) -> support::ApiError {
+) -> crate::support::ApiError {
     let before = stored(api, wf);
     let err = api
         .patch(user, NS, wf, patch, false)
@@ -602,7 +600,7 @@ async fn validating_alone_refuses_a_change_without_its_entry_or_with_a_forged_ov
 
     // A jump whose new entry claims an override for a requester who may not force changes.
     let mut h = history(&current);
-    h.push(json!({"from": PR_CREATED, "to": PR_APPROVED, "at": support::time::now_rfc3339(), "by": "bob", "override": "because"}));
+    h.push(json!({"from": PR_CREATED, "to": PR_APPROVED, "at": crate::support::time::now_rfc3339(), "by": "bob", "override": "because"}));
     let forced = with_annotation(
         &with_stage(&current, PR_APPROVED),
         HISTORY,
@@ -1033,7 +1031,7 @@ async fn other_kinds_are_judged_the_same_way() {
     let new = with_stage(&old, PR_APPROVED);
     let uid = uuid::Uuid::new_v4().to_string();
     let mut review =
-        support::review::build_review(&uid, &validating_review(&UserInfo::bob(), new, &old));
+        crate::support::review::build_review(&uid, &validating_review(&UserInfo::bob(), new, &old));
     let gvk = json!({"group": "", "version": "v1", "kind": "ConfigMap"});
     let gvr = json!({"group": "", "version": "v1", "resource": "configmaps"});
     for (key, value) in [
@@ -1052,7 +1050,8 @@ async fn other_kinds_are_judged_the_same_way() {
         .await
         .unwrap();
     let verified =
-        support::review::verify_response(Hook::Validating, &uid, res.status, &res.body).unwrap();
+        crate::support::review::verify_response(Hook::Validating, &uid, res.status, &res.body)
+            .unwrap();
     assert!(!verified.allowed);
     assert_eq!(
         verified.audit.get("reason").map(String::as_str),
