@@ -11,7 +11,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use crate::core::Operation;
-use serde_json::value::RawValue;
 
 use super::walk;
 
@@ -58,7 +57,8 @@ pub struct Meta<'a> {
     pub has_labels: bool,
     pub has_annotations: bool,
     labels: HashMap<Cow<'a, str>, Cow<'a, str>>,
-    annotations: HashMap<Cow<'a, str>, &'a RawValue>,
+    /// Raw JSON text of each value, decoded when read.
+    annotations: HashMap<Cow<'a, str>, &'a str>,
 }
 
 impl<'a> Meta<'a> {
@@ -92,10 +92,18 @@ impl<'a> Meta<'a> {
     /// An annotation's value. A value that is not a JSON string (the API server never stores one) is
     /// read as its raw JSON text, so it still counts as present and different.
     pub fn annotation(&self, key: &str) -> Option<Cow<'a, str>> {
-        let raw = *self.annotations.get(key)?;
-        Some(match serde_json::from_str::<Cow<'a, str>>(raw.get()) {
-            Ok(s) => s,
-            Err(_) => Cow::Borrowed(raw.get()),
+        let raw: &'a str = self.annotations.get(key)?;
+        // A plain string borrows; one with escapes is decoded.
+        if let Some(plain) = raw
+            .strip_prefix('"')
+            .and_then(|r| r.strip_suffix('"'))
+            .filter(|r| !r.contains('\\'))
+        {
+            return Some(Cow::Borrowed(plain));
+        }
+        Some(match serde_json::from_str::<String>(raw) {
+            Ok(s) => Cow::Owned(s),
+            Err(_) => Cow::Borrowed(raw),
         })
     }
 }
@@ -240,13 +248,17 @@ mod tests {
                     generate_name: m.generate_name,
                     resource_version: m.resource_version,
                     labels: m.labels,
-                    annotations: m.annotations,
+                    annotations: m
+                        .annotations
+                        .map(|a| a.into_iter().map(|(k, v)| (k, v.get())).collect()),
                 }),
             })
         }
 
         pub fn review(body: &[u8]) -> Result<ReviewIn<'_>, String> {
-            let r: Review<'_> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            // serde_json reads a `&str`: UTF-8 is checked everywhere, as the walker does.
+            let text = std::str::from_utf8(body).map_err(|e| e.to_string())?;
+            let r: Review<'_> = serde_json::from_str(text).map_err(|e| e.to_string())?;
             Ok(ReviewIn {
                 api_version: r.api_version.map(Cow::into_owned),
                 kind: r.kind.map(Cow::into_owned),
@@ -268,7 +280,7 @@ mod tests {
         let meta = |m: &Meta<'_>| {
             let labels: BTreeMap<_, _> = m.labels.iter().collect();
             let annotations: BTreeMap<_, _> =
-                m.annotations.iter().map(|(k, v)| (k, v.get())).collect();
+                m.annotations.iter().map(|(k, v)| (k, *v)).collect();
             format!(
                 "{} {} {:?} {:?} {:?} {} {} {labels:?} {annotations:?}",
                 m.present,
@@ -396,7 +408,7 @@ mod tests {
 
         /// Byte edits that tend to break JSON in interesting places.
         fn mutated(doc: impl Strategy<Value = Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
-            let alphabet: &'static [u8] = b"{}[]:,\"\\ \n0-1.eE+tnfula\x01\x7f\xc3\xa9u";
+            let alphabet: &'static [u8] = b"{}[]:,\"\\ \n0-1.eE+tnfula\x01\x7f\xc3\xa9u\xff\x80\xed";
             let edit = (
                 any::<prop::sample::Index>(),
                 0..3u8,

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 
 use crate::core::Operation;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use super::skip::{self, SkipError};
 
@@ -77,7 +76,8 @@ pub(crate) struct MetaIn<'a> {
     pub(crate) generate_name: Option<String>,
     pub(crate) resource_version: Option<String>,
     pub(crate) labels: Option<HashMap<Cow<'a, str>, Cow<'a, str>>>,
-    pub(crate) annotations: Option<HashMap<Cow<'a, str>, &'a RawValue>>,
+    /// Annotation values as their raw JSON text (checked by the skipper), decoded when read.
+    pub(crate) annotations: Option<HashMap<Cow<'a, str>, &'a str>>,
 }
 
 pub(crate) struct Walker<'a> {
@@ -123,6 +123,69 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// A string value where it stands, when it is plain (no escapes, valid UTF-8): borrowed after one
+    /// scan. `None` (nothing consumed) for anything else, which [`Walker::leaf`] then decodes or refuses
+    /// as serde_json does. Most values a review carries are plain, and a serde_json deserializer per
+    /// value cost more than the scan (see BENCHMARKS.md, "Where the time goes").
+    fn plain_str(&mut self) -> Result<Option<&'a str>, WalkError> {
+        if self.peek() != Some(b'"') {
+            return Ok(None);
+        }
+        let end = skip::string(self.b, self.i + 1)?;
+        let raw = self.b.get(self.i + 1..end - 1).unwrap_or_default();
+        if raw.contains(&b'\\') {
+            return Ok(None);
+        }
+        match std::str::from_utf8(raw) {
+            Ok(s) => {
+                self.i = end;
+                Ok(Some(s))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// An optional string member (`null` is `None`).
+    fn string(&mut self, field: &str) -> Result<Option<String>, WalkError> {
+        match self.plain_str()? {
+            Some(s) => Ok(Some(s.to_owned())),
+            None => self.leaf(field),
+        }
+    }
+
+    /// A map of strings (`labels`), values borrowed where they are plain; `null` is `None`. A repeated
+    /// key keeps its last value, as serde_json's map does.
+    fn string_map(
+        &mut self,
+        field: &str,
+    ) -> Result<Option<HashMap<Cow<'a, str>, Cow<'a, str>>>, WalkError> {
+        let mut map = HashMap::new();
+        let present = self.object(field, |w, key| {
+            let value = match w.plain_str()? {
+                Some(s) => Cow::Borrowed(s),
+                None => Cow::Owned(w.leaf::<String>(field)?),
+            };
+            map.insert(key_str(key)?, value);
+            Ok(())
+        })?;
+        Ok(present.map(|()| map))
+    }
+
+    /// A map of raw JSON values (`annotations`): each value checked by the skipper and kept as text.
+    fn raw_map(&mut self, field: &str) -> Result<Option<HashMap<Cow<'a, str>, &'a str>>, WalkError> {
+        let mut map = HashMap::new();
+        let present = self.object(field, |w, key| {
+            let start = skip::whitespace(w.b, w.i);
+            w.skip()?;
+            let raw = w.b.get(start..w.i).unwrap_or_default();
+            let raw = std::str::from_utf8(raw)
+                .map_err(|e| WalkError::Shape(format!("{field}: value at byte {start}: {e}")))?;
+            map.insert(key_str(key)?, raw);
+            Ok(())
+        })?;
+        Ok(present.map(|()| map))
+    }
+
     /// A member name, as bytes. Escapes and non-ASCII names go through serde_json, which decoded and
     /// checked every name on these levels before.
     fn key(&mut self) -> Result<Cow<'a, [u8]>, WalkError> {
@@ -150,7 +213,7 @@ impl<'a> Walker<'a> {
     fn object(
         &mut self,
         what: &str,
-        mut member: impl FnMut(&mut Walker<'a>, &[u8]) -> Result<(), WalkError>,
+        mut member: impl FnMut(&mut Walker<'a>, Cow<'a, [u8]>) -> Result<(), WalkError>,
     ) -> Result<Option<()>, WalkError> {
         match self.peek() {
             Some(b'{') => self.i += 1,
@@ -179,7 +242,7 @@ impl<'a> Walker<'a> {
                 Some(_) => return shape(format!("expected `:` at byte {}", self.i)),
                 None => return shape(format!("EOF while parsing {what}")),
             }
-            member(self, &key)?;
+            member(self, key)?;
             match self.peek() {
                 Some(b',') => self.i += 1,
                 Some(b'}') => {
@@ -193,19 +256,31 @@ impl<'a> Walker<'a> {
     }
 }
 
+/// A member name as text: [`Walker::key`] hands out borrowed ASCII or a decoded (so valid) string.
+fn key_str(key: Cow<'_, [u8]>) -> Result<Cow<'_, str>, WalkError> {
+    match key {
+        Cow::Borrowed(b) => std::str::from_utf8(b)
+            .map(Cow::Borrowed)
+            .map_err(|e| WalkError::Shape(format!("key: {e}"))),
+        Cow::Owned(v) => String::from_utf8(v)
+            .map(Cow::Owned)
+            .map_err(|e| WalkError::Shape(format!("key: {e}"))),
+    }
+}
+
 pub(crate) fn review(body: &[u8]) -> Result<ReviewIn<'_>, WalkError> {
     let mut w = Walker { b: body, i: 0 };
     let mut r = ReviewIn::default();
     let mut seen = [false; 3];
     let present = w.object("the review", |w, key| {
-        match key {
+        match &*key {
             b"apiVersion" => {
                 let key = once(&mut seen[0], "apiVersion")?;
-                r.api_version = w.leaf(key)?;
+                r.api_version = w.string(key)?;
             }
             b"kind" => {
                 let key = once(&mut seen[1], "kind")?;
-                r.kind = w.leaf(key)?;
+                r.kind = w.string(key)?;
             }
             b"request" => {
                 once(&mut seen[2], "request")?;
@@ -228,18 +303,18 @@ fn request<'a>(w: &mut Walker<'a>) -> Result<Option<RequestIn<'a>>, WalkError> {
     let mut r = RequestIn::default();
     let mut seen = [false; 7];
     let present = w.object("request", |w, key| {
-        match key {
+        match &*key {
             b"uid" => {
                 let key = once(&mut seen[0], "uid")?;
-                r.uid = w.leaf(key)?;
+                r.uid = w.string(key)?;
             }
             b"name" => {
                 let key = once(&mut seen[1], "name")?;
-                r.name = w.leaf(key)?;
+                r.name = w.string(key)?;
             }
             b"namespace" => {
                 let key = once(&mut seen[2], "namespace")?;
-                r.namespace = w.leaf(key)?;
+                r.namespace = w.string(key)?;
             }
             b"operation" => {
                 let key = once(&mut seen[3], "operation")?;
@@ -268,7 +343,7 @@ fn object<'a>(w: &mut Walker<'a>, what: &str) -> Result<Option<ObjectIn<'a>>, Wa
     let mut o = ObjectIn::default();
     let mut seen = false;
     let present = w.object(what, |w, key| {
-        if key == b"metadata" {
+        if &*key == b"metadata" {
             once(&mut seen, "metadata")?;
             o.metadata = metadata(w)?;
         } else {
@@ -283,26 +358,26 @@ fn metadata<'a>(w: &mut Walker<'a>) -> Result<Option<MetaIn<'a>>, WalkError> {
     let mut m = MetaIn::default();
     let mut seen = [false; 5];
     let present = w.object("metadata", |w, key| {
-        match key {
+        match &*key {
             b"name" => {
                 let key = once(&mut seen[0], "name")?;
-                m.name = w.leaf(key)?;
+                m.name = w.string(key)?;
             }
             b"generateName" => {
                 let key = once(&mut seen[1], "generateName")?;
-                m.generate_name = w.leaf(key)?;
+                m.generate_name = w.string(key)?;
             }
             b"resourceVersion" => {
                 let key = once(&mut seen[2], "resourceVersion")?;
-                m.resource_version = w.leaf(key)?;
+                m.resource_version = w.string(key)?;
             }
             b"labels" => {
                 let key = once(&mut seen[3], "labels")?;
-                m.labels = w.leaf(key)?;
+                m.labels = w.string_map(key)?;
             }
             b"annotations" => {
                 let key = once(&mut seen[4], "annotations")?;
-                m.annotations = w.leaf(key)?;
+                m.annotations = w.raw_map(key)?;
             }
             _ => w.skip()?,
         }

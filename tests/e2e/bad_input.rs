@@ -129,6 +129,63 @@ async fn input_that_is_not_an_admission_review_v1_gets_400_with_a_json_error() {
     );
 }
 
+/// A valid review with the string `marker` (placed at `path`) replaced by invalid UTF-8 bytes.
+fn review_with_bad_utf8_at(path: &str) -> Vec<u8> {
+    const MARKER: &str = "BADUTF8MARKER";
+    let (_, good) = good_review();
+    let mut v: Value = serde_json::from_slice(&good).unwrap();
+    // Create the parents the good review lacks (spec, status, annotations).
+    let mut at = &mut v;
+    let keys: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    for key in &keys[..keys.len() - 1] {
+        at = at
+            .as_object_mut()
+            .unwrap()
+            .entry(key.to_string())
+            .or_insert_with(|| json!({}));
+    }
+    at.as_object_mut().unwrap().insert(
+        keys[keys.len() - 1].to_string(),
+        json!(format!("text {MARKER} text")),
+    );
+    let body = serde_json::to_vec(&v).unwrap();
+    let at = body
+        .windows(MARKER.len())
+        .position(|w| w == MARKER.as_bytes())
+        .unwrap();
+    let mut out = body[..at].to_vec();
+    // A lone continuation byte, an overlong `/`, and a truncated two-byte sequence.
+    out.extend_from_slice(&[0x80, 0xc0, 0xaf, 0xc3]);
+    out.extend_from_slice(&body[at + MARKER.len()..]);
+    out
+}
+
+/// SPEC 5: a malformed body is a 400 wherever the fault is, including the parts of the review the
+/// decoder skips without reading them (spec, status, members it does not use).
+#[tokio::test]
+async fn invalid_utf8_anywhere_gets_400() {
+    let webhook = Webhook::start();
+    let mut conn = webhook.connect().await;
+    for path in [
+        "/request/object/spec/note",
+        "/request/oldObject/status/message",
+        "/request/object/metadata/generateName",
+        "/request/object/metadata/annotations/argo-note",
+        "/request/object/metadata/labels/team",
+        "/request/dryRunNote",
+        "/request/userInfo/username",
+    ] {
+        let body = review_with_bad_utf8_at(path);
+        assert!(std::str::from_utf8(&body).is_err(), "{path}: not broken");
+        for hook in ["/validate?timeout=10s", "/mutate?timeout=10s"] {
+            let res = conn.send(RawRequest::review(hook, body.clone())).await;
+            let res = res.unwrap_or_else(|e| panic!("{path} to {hook}: {e}"));
+            assert_json_error(&res, 400, &format!("invalid UTF-8 at {path} to {hook}"));
+            still_serves(&webhook, &mut conn).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_body_over_the_limit_gets_413() {
     let webhook = Webhook::builder()
