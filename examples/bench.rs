@@ -11,6 +11,10 @@
 //! each throughput and latency window), `--out FILE`, `--no-build` (use the binaries already built),
 //! `--against-bin PATH` (A/B of two stage-guard builds: PATH, another stage-guard binary, takes the
 //! baseline's place; `BENCHMARKS.md` is left alone).
+//!
+//! `--send N --to ADDR --ca FILE [--large] [--baseline]` only sends N reviews of the benchmark's mix over one
+//! connection to a server started by hand (for example under `valgrind --tool=callgrind`) and exits:
+//! see "Where the time goes" in BENCHMARKS.md.
 
 #[path = "bench/fixtures.rs"]
 mod fixtures;
@@ -178,7 +182,42 @@ fn build(manifest_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--send N --to ADDR --ca FILE [--large] [--baseline]`: a fixed amount of work for a profiler, nothing measured.
+fn send_only(args: &[String]) -> anyhow::Result<()> {
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .with_context(|| format!("{flag} is required with --send"))
+    };
+    let count: usize = value("--send")?.parse().context("--send N")?;
+    let addr: std::net::SocketAddr = value("--to")?.parse().context("--to ADDR (ip:port)")?;
+    let ca = std::fs::read(value("--ca")?).context("--ca FILE")?;
+    let bytes = if args.iter().any(|a| a == "--large") {
+        fixtures::LARGE_OBJECT_BYTES
+    } else {
+        fixtures::SMALL_OBJECT_BYTES
+    };
+    let prepared = load::prepare(&fixtures::templates(bytes));
+    // The baseline answers a constant, so only stage-guard's uid echo is checked.
+    let baseline = args.iter().any(|a| a == "--baseline");
+    let target = load::Target::new(addr, &ca, !baseline)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let ok = runtime.block_on(load::send_count(&target, &prepared, count))?;
+    eprintln!("{ok} of {count} reviews answered");
+    if ok != count {
+        bail!("{} reviews were not answered as expected", count - ok);
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--send") {
+        return send_only(&args);
+    }
     let opts = parse_opts()?;
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     if opts.build {

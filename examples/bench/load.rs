@@ -267,6 +267,23 @@ async fn exchange(
     Ok((result, sent, done))
 }
 
+/// Sends `count` requests one after another over one keep-alive connection, cycling through the
+/// templates; returns how many were answered as expected. For profiling a server started by hand
+/// (`bench --send`), where a fixed amount of work matters and time does not.
+pub async fn send_count(
+    target: &Target,
+    templates: &[Prepared],
+    count: usize,
+) -> anyhow::Result<usize> {
+    let mut sender = connect(target).await?;
+    let mut ok = 0;
+    for i in 0..count {
+        let (result, _, _) = exchange(&mut sender, target, &templates[i % templates.len()]).await?;
+        ok += usize::from(result.is_ok());
+    }
+    Ok(ok)
+}
+
 impl Stats {
     fn book(&mut self, result: Result<(), String>, latency: Duration) {
         match result {
