@@ -206,7 +206,15 @@ impl Found {
 fn read_if_present(path: &Path) -> Result<Option<Vec<u8>>, DirError> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        // Under a path that is not a directory nothing is present; creating DIR then says what is wrong.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(None)
+        }
         Err(cause) => Err(DirError::Read {
             path: path.to_owned(),
             cause,
