@@ -13,7 +13,7 @@ pub struct CertInfo {
     /// The subject as `openssl x509 -subject` would show it, for example `CN=stage-guard CA 2026-…Z`.
     pub subject: String,
     pub issuer: String,
-    /// Hex bytes separated by `:`, as `openssl x509 -serial` shows them (there without the colons).
+    /// Upper-case hex, as `openssl x509 -serial` prints it.
     pub serial: String,
     pub not_before_unix: i64,
     pub not_after_unix: i64,
@@ -84,7 +84,7 @@ pub fn read_all(path: &Path, pem: &[u8]) -> Result<Vec<CertInfo>, PemError> {
             Ok(CertInfo {
                 subject: cert.subject().to_string(),
                 issuer: cert.issuer().to_string(),
-                serial: cert.raw_serial_as_string(),
+                serial: openssl_serial(cert.raw_serial()),
                 not_before_unix: validity.not_before.timestamp(),
                 not_after_unix: validity.not_after.timestamp(),
                 is_ca: cert.is_ca(),
@@ -92,6 +92,16 @@ pub fn read_all(path: &Path, pem: &[u8]) -> Result<Vec<CertInfo>, PemError> {
             })
         })
         .collect()
+}
+
+/// The serial's DER bytes as openssl prints them: upper-case hex without the zero byte that keeps a
+/// DER integer positive.
+fn openssl_serial(raw: &[u8]) -> String {
+    let significant = match raw {
+        [0, rest @ ..] if !rest.is_empty() => rest,
+        all => all,
+    };
+    significant.iter().map(|b| format!("{b:02X}")).collect()
 }
 
 pub fn unix_seconds(t: SystemTime) -> i64 {
@@ -145,7 +155,15 @@ mod tests {
             "{}",
             leaf_a.subject
         );
-        assert!(leaf_a.serial.contains(':'), "{}", leaf_a.serial);
+        assert!(
+            leaf_a.serial.len() >= 2
+                && leaf_a
+                    .serial
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c)),
+            "{}",
+            leaf_a.serial
+        );
     }
 
     #[test]
@@ -165,6 +183,13 @@ mod tests {
             read_single(Path::new("empty"), b""),
             Err(PemError::NoCertificate { .. })
         ));
+    }
+
+    #[test]
+    fn serials_read_as_openssl_prints_them() {
+        assert_eq!(openssl_serial(&[0x00, 0x9f, 0x0a]), "9F0A");
+        assert_eq!(openssl_serial(&[0x7f, 0x00]), "7F00");
+        assert_eq!(openssl_serial(&[0x00]), "00");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Certificates (SPEC 6): the CA and serving pair that `stage-guard certs` keeps in a directory and rotates
-//! without a failed request ([`dir`], told to the operator by [`progress`]), and the development
-//! certificates `serve` makes when it is given no cert files ([`dev`]). [`issue`] makes certificates,
-//! [`inspect`] reads them back, [`files`] writes them.
+//! without a failed request (`dir`, told to the operator by `progress`), and the development certificates
+//! `serve` makes when it is given no cert files (`dev`). `issue` makes certificates, `inspect` reads them
+//! back, `files` writes them.
 
 use std::path::PathBuf;
 

@@ -44,13 +44,13 @@ impl Done {
                 sans.join(", ")
             )
         };
-        let wait_for_pods = |serving: &CertInfo, ca: &CertInfo| {
+        let wait_for_pods = |serving: &CertInfo| {
             format!(
                 "wait until every pod serves it (kubelet updates the mounted Secret within about a minute, \
                  stage-guard reloads it within seconds): stage_guard_tls_reloads_total{{result=\"success\"}} \
                  goes up and stage_guard_tls_cert_not_after_timestamp_seconds reads {} on each pod's admin \
-                 port, and openssl s_client shows issuer {}",
-                serving.not_after_unix, ca.subject
+                 port, and openssl s_client shows serial={}",
+                serving.not_after_unix, serving.serial
             )
         };
         let mut lines = match self {
@@ -71,7 +71,7 @@ impl Done {
                     serving_line(serving),
                     ca.subject
                 ),
-                format!("next: apply ({APPLY}); {}", wait_for_pods(serving, ca)),
+                format!("next: apply ({APPLY}); {}", wait_for_pods(serving)),
             ],
             Done::RotationStarted { ca, previous } => vec![
                 format!(
@@ -96,7 +96,7 @@ impl Done {
                 ),
                 format!(
                     "next: apply ({APPLY}); {}; then run this command with --drop-old-ca (step 3)",
-                    wait_for_pods(serving, ca)
+                    wait_for_pods(serving)
                 ),
             ],
             Done::RotationFinished { ca, dropped } => vec![
