@@ -45,7 +45,9 @@ pub enum Command {
     /// Check a configuration file, or print the embedded default
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Make a CA and a serving certificate for the webhook's Service, and print the caBundle
+    /// Make or rotate the webhook's certificates in a directory (CA, serving pair, caBundle) without a
+    /// failed request; prints the caBundle; exit 2 when the directory's state does not allow the step
+    #[command(after_help = CERTS_EXAMPLES)]
     Certs(CertsArgs),
 }
 
@@ -251,6 +253,23 @@ pub enum ConfigCommand {
     Default,
 }
 
+const CERTS_EXAMPLES: &str = "\
+DIR holds ca.crt and ca.key (the CA), tls.crt and tls.key (the serving pair), ca-bundle
+(the base64 caBundle, also printed on stdout) and, during a CA rotation, ca-previous.crt
+(the CA being retired, still trusted). A CA already in DIR is reused; one that does not
+parse, does not match its key or has expired is refused, never replaced.
+
+Examples (apply after each step: kubectl apply -k deploy/overlays/static-certs):
+  # install; later, the same command rotates the serving pair (the caBundle stays)
+  stage-guard certs --service stage-guard --namespace stage-guard \\
+      --out deploy/overlays/static-certs/certs
+
+  # rotate the CA in three steps, each applied before the next
+  stage-guard certs ... --new-ca       # 1: new CA, trusted beside the old one
+  stage-guard certs ...                # 2: serving pair from the new CA; wait until
+                                       #    every pod serves it (README: rotation)
+  stage-guard certs ... --drop-old-ca  # 3: old CA leaves the caBundle";
+
 #[derive(Debug, Args)]
 pub struct CertsArgs {
     /// Name of the webhook's Service
@@ -259,7 +278,7 @@ pub struct CertsArgs {
     /// Namespace of the Service
     #[arg(long, env = "STAGE_GUARD_NAMESPACE", value_name = "NS")]
     pub namespace: String,
-    /// Directory for ca.crt, ca.key, tls.crt, tls.key (created if missing)
+    /// Directory of the CA, the serving pair and the caBundle (created if missing; a CA in it is reused)
     #[arg(long, env = "STAGE_GUARD_OUT", value_name = "DIR")]
     pub out: PathBuf,
     /// Extra subject alternative name, a DNS name or an IP address; repeat for several
@@ -270,6 +289,14 @@ pub struct CertsArgs {
         value_delimiter = ','
     )]
     pub sans: Vec<String>,
+    /// Start a CA rotation (step 1 of 3): a new CA, the current one kept in ca-previous.crt and still
+    /// trusted; the serving pair is not re-issued
+    #[arg(long, env = "STAGE_GUARD_NEW_CA", conflicts_with = "drop_old_ca")]
+    pub new_ca: bool,
+    /// Finish a CA rotation (step 3 of 3): the previous CA leaves the caBundle; refused while tls.crt is
+    /// not signed by the new CA
+    #[arg(long, env = "STAGE_GUARD_DROP_OLD_CA")]
+    pub drop_old_ca: bool,
 }
 
 #[cfg(test)]

@@ -326,19 +326,23 @@ fn config_check(file: &Path) -> ExitCode {
 fn make_certs(args: CertsArgs) -> ExitCode {
     let mut sans = certs::service_dns_names(&args.service, &args.namespace);
     sans.extend(args.sans.iter().cloned());
-    let bundle = match certs::generate_bundle(&sans) {
-        Ok(b) => b,
-        Err(e) => return usage_error(e),
+    let step = match (args.new_ca, args.drop_old_ca) {
+        (true, _) => certs::Step::NewCa,
+        (_, true) => certs::Step::DropOldCa,
+        _ => certs::Step::Serving,
     };
-    if let Err(e) = certs::write_bundle(&args.out, &bundle, true) {
-        eprintln!("stage-guard: {e}");
-        return ExitCode::FAILURE;
+    match certs::run_step(&args.out, step, &sans, SystemTime::now()) {
+        Ok(outcome) => {
+            for line in outcome.done.progress(&args.out, &sans) {
+                eprintln!("{line}");
+            }
+            println!("{}", outcome.ca_bundle_base64());
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.is_io() => {
+            eprintln!("stage-guard: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => usage_error(e),
     }
-    eprintln!(
-        "wrote ca.crt, ca.key, tls.crt, tls.key to {} (SANs: {}); the caBundle follows on stdout",
-        args.out.display(),
-        sans.join(", ")
-    );
-    println!("{}", certs::ca_bundle_base64(&bundle.ca_cert_pem));
-    ExitCode::SUCCESS
 }

@@ -1,6 +1,6 @@
 //! TLS material from files: PEM certificate chains and private keys into rustls types, checked to
 //! belong together, and the one crypto provider every rustls builder gets. Used by the server (the
-//! serving pair, the client CA) and by `certs` (checking development certificates before reuse).
+//! serving pair, the client CA) and by `certs` (development certificates before reuse, a CA and its key).
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -885,6 +885,8 @@ fn cert_manager_overlay_issues_the_serving_certificate_and_injects_the_ca() {
         .find(|c| c["spec"]["secretName"] == ca_secret)
         .expect("a Certificate for the CA secret");
     assert_eq!(ca_cert["spec"]["isCA"], true);
+    // Its renewals keep the key, so the injected caBundle can change without a failed request.
+    assert_eq!(ca_cert["spec"]["privateKey"]["rotationPolicy"], "Never");
     let root = find(&docs, "Issuer", str_at(ca_cert, "/spec/issuerRef/name"));
     assert!(
         root["spec"]["selfSigned"].is_object(),
@@ -1010,7 +1012,7 @@ fn static_certs_overlay_renders_from_a_certs_folder() {
     .unwrap();
     fs::write(certs.join("tls.crt"), cert.pem()).unwrap();
     fs::write(certs.join("tls.key"), key.serialize_pem()).unwrap();
-    // What `stage-guard certs ... > certs/ca-bundle` leaves: the bundle and a newline.
+    // What `stage-guard certs` leaves in certs/ca-bundle: the bundle and a newline.
     fs::write(
         certs.join("ca-bundle"),
         format!("{}\n", b64(ca.pem().as_bytes())),
@@ -1021,11 +1023,8 @@ fn static_certs_overlay_renders_from_a_certs_folder() {
     schema_validate("static-certs", &docs);
 }
 
-#[test]
-fn static_certs_one_command_setup_works_with_stage_guard_certs() {
-    let root = deploy_copy();
-    let certs = root.path().join("deploy/overlays/static-certs/certs");
-    // The documented command, run the way a shell would: stdout redirected into certs/ca-bundle.
+/// `stage-guard certs` into `certs` as the static-certs overlay documents it, with `extra` flags.
+fn stage_guard_certs(certs: &Path, extra: &[&str]) {
     let run = Command::new(stage_guard_bin())
         .args([
             "certs",
@@ -1035,17 +1034,26 @@ fn static_certs_one_command_setup_works_with_stage_guard_certs() {
             NAMESPACE,
             "--out",
         ])
-        .arg(&certs)
-        .stdout(fs::File::create(certs.join("ca-bundle")).unwrap())
+        .arg(certs)
+        .args(extra)
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
         .unwrap();
     assert!(
         run.status.success(),
-        "stage-guard certs failed:\n{}",
+        "stage-guard certs {extra:?} failed:\n{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    for file in ["ca.crt", "ca.key", "tls.crt", "tls.key"] {
+}
+
+#[test]
+fn static_certs_one_command_setup_works_with_stage_guard_certs() {
+    let root = deploy_copy();
+    let certs = root.path().join("deploy/overlays/static-certs/certs");
+    // The documented command: certs writes certs/ca-bundle itself.
+    stage_guard_certs(&certs, &[]);
+    for file in ["ca.crt", "ca.key", "tls.crt", "tls.key", "ca-bundle"] {
         assert!(
             certs.join(file).is_file(),
             "stage-guard certs wrote no {file}"
@@ -1075,6 +1083,44 @@ fn static_certs_one_command_setup_works_with_stage_guard_certs() {
         "SANs {names:?}"
     );
     schema_validate("static-certs-cli", &docs);
+}
+
+#[test]
+fn static_certs_overlay_trusts_both_cas_during_a_ca_rotation() {
+    let root = deploy_copy();
+    let overlay = root.path().join("deploy/overlays/static-certs");
+    let certs = overlay.join("certs");
+    stage_guard_certs(&certs, &[]);
+    let old_ca = fs::read(certs.join("ca.crt")).unwrap();
+
+    // Step 1 applied: both CAs in both configurations, the old pair still in the Secret.
+    let old_pair = fs::read(certs.join("tls.crt")).unwrap();
+    stage_guard_certs(&certs, &["--new-ca"]);
+    let new_ca = fs::read(certs.join("ca.crt")).unwrap();
+    assert_ne!(new_ca, old_ca);
+    let docs = kustomize(&overlay);
+    let both = b64(&[new_ca.as_slice(), old_ca.as_slice()].concat());
+    for kind in [MUTATING, VALIDATING] {
+        assert_eq!(
+            str_at(webhook(&docs, kind), "/clientConfig/caBundle"),
+            both,
+            "{kind}: caBundle is not the new CA and the previous one"
+        );
+    }
+    let secret = find(&docs, "Secret", TLS_SECRET);
+    let served: String = str_at(secret, "/data/tls.crt").split_whitespace().collect();
+    assert_eq!(served, b64(&old_pair), "step 1 changed the serving pair");
+    let rendered = serde_json::to_string(&docs).unwrap();
+    assert!(
+        !rendered.contains(&b64(&fs::read(certs.join("ca.key")).unwrap())),
+        "ca.key reached the output"
+    );
+    schema_validate("static-certs-rotation", &docs);
+
+    // Steps 2 and 3 applied: the new CA alone, as an ordinary render checks it.
+    stage_guard_certs(&certs, &[]);
+    stage_guard_certs(&certs, &["--drop-old-ca"]);
+    check_static_certs_render(root.path());
 }
 
 // === tests: examples and image ===

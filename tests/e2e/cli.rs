@@ -331,6 +331,11 @@ fn certs_writes_the_files_and_prints_the_ca_bundle() {
         .decode(stdout(&o).trim())
         .expect("stdout is the base64 caBundle");
     assert_eq!(bundle, std::fs::read(out.join("ca.crt")).unwrap());
+    assert_eq!(
+        std::fs::read_to_string(out.join("ca-bundle")).unwrap(),
+        stdout(&o),
+        "ca-bundle holds what stdout printed"
+    );
     let err = stderr(&o);
     for san in [
         "stage-guard.stage-guard.svc",
@@ -339,6 +344,184 @@ fn certs_writes_the_files_and_prints_the_ca_bundle() {
     ] {
         assert!(err.contains(san), "{san} not listed: {err}");
     }
+}
+
+/// `stage-guard certs` for the Service stage-guard/stage-guard into `dir`, with `extra` flags.
+fn certs(dir: &std::path::Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "certs",
+        "--service",
+        "stage-guard",
+        "--namespace",
+        "stage-guard",
+        "--out",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+/// The subjects of the certificates in a base64 caBundle, in order.
+fn bundle_subjects(o: &Output) -> Vec<String> {
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(stdout(o).trim())
+        .expect("stdout is a base64 caBundle");
+    x509_parser::pem::Pem::iter_from_buffer(&pem)
+        .map(|p| {
+            let p = p.unwrap();
+            p.parse_x509().unwrap().subject().to_string()
+        })
+        .collect()
+}
+
+fn subject_of(path: &std::path::Path) -> (String, String) {
+    let pem = std::fs::read(path).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    (cert.subject().to_string(), cert.issuer().to_string())
+}
+
+#[test]
+fn certs_reuses_its_ca_and_rotates_it_in_three_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("certs");
+    let first = certs(&dir, &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let (ca, _) = subject_of(&dir.join("ca.crt"));
+
+    // Serving rotation: the same command, the same CA and caBundle, a new pair.
+    let old_pair = std::fs::read(dir.join("tls.crt")).unwrap();
+    let again = certs(&dir, &[]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(stdout(&again), stdout(&first), "the caBundle changed");
+    assert_ne!(std::fs::read(dir.join("tls.crt")).unwrap(), old_pair);
+    assert_eq!(subject_of(&dir.join("tls.crt")).1, ca);
+    assert!(
+        stderr(&again).contains("the caBundle is unchanged"),
+        "{}",
+        stderr(&again)
+    );
+
+    // CA rotation, step 1: both CAs trusted, the serving pair untouched.
+    let pair = std::fs::read(dir.join("tls.crt")).unwrap();
+    let step1 = certs(&dir, &["--new-ca"]);
+    assert_eq!(step1.status.code(), Some(0), "{}", stderr(&step1));
+    let (new_ca, _) = subject_of(&dir.join("ca.crt"));
+    assert_ne!(new_ca, ca);
+    assert_eq!(bundle_subjects(&step1), [new_ca.clone(), ca.clone()]);
+    assert_eq!(std::fs::read(dir.join("tls.crt")).unwrap(), pair);
+    assert!(
+        stderr(&step1).starts_with("CA rotation, step 1 of 3"),
+        "{}",
+        stderr(&step1)
+    );
+
+    // Step 2: the pair from the new CA, both still trusted.
+    let step2 = certs(&dir, &[]);
+    assert_eq!(step2.status.code(), Some(0), "{}", stderr(&step2));
+    assert_eq!(stdout(&step2), stdout(&step1));
+    assert_eq!(subject_of(&dir.join("tls.crt")).1, new_ca);
+    assert!(
+        stderr(&step2).starts_with("CA rotation, step 2 of 3"),
+        "{}",
+        stderr(&step2)
+    );
+    assert!(
+        stderr(&step2).contains("--drop-old-ca"),
+        "{}",
+        stderr(&step2)
+    );
+
+    // Step 3: the new CA alone.
+    let step3 = certs(&dir, &["--drop-old-ca"]);
+    assert_eq!(step3.status.code(), Some(0), "{}", stderr(&step3));
+    assert_eq!(bundle_subjects(&step3), [new_ca]);
+    assert!(!dir.join("ca-previous.crt").exists());
+    assert!(
+        stderr(&step3).starts_with("CA rotation, step 3 of 3"),
+        "{}",
+        stderr(&step3)
+    );
+}
+
+/// Expects exit code 2, nothing on stdout and one line on stderr containing `want`.
+fn assert_refused(o: &Output, want: &str) {
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(o));
+    assert_eq!(stdout(o), "", "a refusal printed a caBundle");
+    let err = stderr(o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("stage-guard: "), "{err}");
+    assert!(err.contains(want), "expected {want:?} in: {err}");
+}
+
+#[test]
+fn certs_refuses_a_step_that_would_break_requests_with_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("certs");
+    assert_refused(&certs(&dir, &["--new-ca"]), "no CA to replace");
+    assert_eq!(certs(&dir, &[]).status.code(), Some(0));
+    assert_refused(
+        &certs(&dir, &["--drop-old-ca"]),
+        "no CA rotation in progress",
+    );
+    assert_eq!(certs(&dir, &["--new-ca"]).status.code(), Some(0));
+    let bundle = std::fs::read(dir.join("ca-bundle")).unwrap();
+    assert_refused(
+        &certs(&dir, &["--drop-old-ca"]),
+        "would break every request",
+    );
+    assert_refused(&certs(&dir, &["--new-ca"]), "a CA rotation is in progress");
+    assert_eq!(
+        std::fs::read(dir.join("ca-bundle")).unwrap(),
+        bundle,
+        "a refusal touched the caBundle"
+    );
+    let o = run(&[
+        "certs",
+        "--service",
+        "s",
+        "--namespace",
+        "n",
+        "--out",
+        dir.to_str().unwrap(),
+        "--new-ca",
+        "--drop-old-ca",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+}
+
+#[test]
+fn certs_never_replaces_a_ca_it_cannot_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    assert_eq!(certs(&a, &[]).status.code(), Some(0));
+    assert_eq!(certs(&b, &[]).status.code(), Some(0));
+    let ca = std::fs::read(a.join("ca.crt")).unwrap();
+
+    std::fs::copy(b.join("ca.key"), a.join("ca.key")).unwrap();
+    assert_refused(&certs(&a, &[]), "does not match the certificate");
+    std::fs::write(a.join("ca.crt"), "not a certificate\n").unwrap();
+    assert_refused(&certs(&a, &[]), "no certificate in PEM");
+    std::fs::remove_file(a.join("ca.key")).unwrap();
+    std::fs::write(a.join("ca.crt"), &ca).unwrap();
+    assert_refused(&certs(&a, &[]), "ca.key is missing");
+    assert_eq!(
+        std::fs::read(a.join("ca.crt")).unwrap(),
+        ca,
+        "the CA was replaced"
+    );
+}
+
+#[test]
+fn certs_reports_a_directory_it_cannot_write_with_exit_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let blocker = tmp.path().join("file");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let o = certs(&blocker.join("certs"), &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("creating directory"), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
 }
 
 #[test]
@@ -373,6 +556,16 @@ fn help_explains_every_command() {
         "STAGE_GUARD_TLS_CERT_FILE",
     ] {
         assert!(serve.contains(flag), "serve --help lacks {flag}");
+    }
+    let certs = stdout(&run(&["certs", "--help"]));
+    for text in [
+        "--new-ca",
+        "--drop-old-ca",
+        "STAGE_GUARD_NEW_CA",
+        "ca-previous.crt",
+        "Examples",
+    ] {
+        assert!(certs.contains(text), "certs --help lacks {text}");
     }
 }
 

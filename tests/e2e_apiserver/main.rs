@@ -20,9 +20,11 @@ mod harness;
 mod imitation;
 mod races;
 mod recorder;
+mod rotation;
 mod stage_moves;
 mod tls;
 mod unjudged;
+mod write_stream;
 
 use harness::Suite;
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -47,6 +49,7 @@ fn main() {
         ("races", races::SCENARIOS),
         ("failure", failure::SCENARIOS),
         ("tls", tls::SCENARIOS),
+        ("rotation", rotation::SCENARIOS),
         ("argo", argo::SCENARIOS),
         ("imitation", imitation::SCENARIOS),
     ];

@@ -23,7 +23,7 @@ pub const SCENARIOS: &[Scenario] = &[
 ];
 
 /// Points `root/..data` at `root/<version>` atomically, as kubelet updates a mounted Secret.
-fn swap_data_link(root: &Path, version: &str) -> Result<()> {
+pub fn swap_data_link(root: &Path, version: &str) -> Result<()> {
     let tmp = root.join("..data_tmp");
     let _ = std::fs::remove_file(&tmp);
     symlink(version, &tmp)?;
