@@ -17,6 +17,7 @@ mod argo;
 mod create;
 mod failure;
 mod harness;
+mod helm;
 mod imitation;
 mod races;
 mod recorder;
@@ -49,6 +50,7 @@ fn main() {
         ("tls", tls::SCENARIOS),
         ("argo", argo::SCENARIOS),
         ("imitation", imitation::SCENARIOS),
+        ("helm", helm::SCENARIOS),
     ];
     let mut trials = Vec::new();
     for (group, scenarios) in groups {
