@@ -191,6 +191,38 @@ fn helm_lint_is_clean_and_strict() {
 }
 
 #[test]
+fn notes_give_the_second_step_of_the_two_step_install() {
+    let notes = |args: &[&str]| {
+        let out = Command::new(helm())
+            .args(["install", RELEASE])
+            .arg(chart())
+            .args(["--namespace", NAMESPACE, "--dry-run=client"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "helm install --dry-run=client {args:?}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (_, notes) = text.split_once("NOTES:").expect("NOTES in the output");
+        notes.to_string()
+    };
+    let step = format!(
+        "helm upgrade {RELEASE} {CHART} -n {NAMESPACE} --reuse-values --set webhooks.enabled=true"
+    );
+    let first = notes(&["--set", "webhooks.enabled=false"]);
+    assert!(first.contains(&step), "{first}");
+    let second = notes(&[]);
+    assert!(!second.contains(&step), "{second}");
+    assert!(
+        second.contains("rollout status deployment/stage-guard"),
+        "{second}"
+    );
+}
+
+#[test]
 fn chart_app_version_is_the_crate_version_and_the_default_image_tag() {
     let chart_yaml: Value =
         serde_saphyr::from_str(&fs::read_to_string(chart().join("Chart.yaml")).unwrap()).unwrap();
