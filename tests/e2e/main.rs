@@ -11,7 +11,7 @@
 //! - `cli`: SPEC 7, the commands, their output and exit codes.
 //!
 //! The harness's own tests (`support::selftest`) run here too. The real kube-apiserver suite is
-//! `tests/e2e_apiserver/`; the manifests are checked by `tests/deploy_manifests.rs`.
+//! `tests/e2e_apiserver/`; the manifests are checked by `tests/deploy_manifests/`.
 
 #[path = "../support/mod.rs"]
 mod support;

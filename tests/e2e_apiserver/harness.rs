@@ -139,9 +139,11 @@ impl Suite {
             webhook,
             certs,
         };
-        install.register(&tls.ca_bundle)?;
-        if setup.wait_until_called {
-            install.wait_until_called()?;
+        if setup.register {
+            install.register(&tls.ca_bundle)?;
+            if setup.wait_until_called {
+                install.wait_until_called()?;
+            }
         }
         Ok(install)
     }
@@ -154,6 +156,8 @@ pub struct Setup {
     pub args: Vec<String>,
     /// The serving certificate; by default a fresh one from `stage-guard certs`.
     pub tls: Option<Tls>,
+    /// Register `deploy/base`'s configurations (off where the scenario registers it another way).
+    pub register: bool,
     /// Wait until the API server calls the new webhook (off for scenarios where it cannot).
     pub wait_until_called: bool,
     /// Work in this namespace (Argo's controller manages `argo`) instead of a fresh one.
@@ -174,6 +178,7 @@ impl Default for Setup {
             listen: "127.0.0.1:0".to_string(),
             args: Vec::new(),
             tls: None,
+            register: true,
             wait_until_called: true,
             namespace: None,
         }

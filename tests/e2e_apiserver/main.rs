@@ -17,6 +17,7 @@ mod argo;
 mod create;
 mod failure;
 mod harness;
+mod helm;
 mod imitation;
 mod races;
 mod recorder;
@@ -52,6 +53,7 @@ fn main() {
         ("rotation", rotation::SCENARIOS),
         ("argo", argo::SCENARIOS),
         ("imitation", imitation::SCENARIOS),
+        ("helm", helm::SCENARIOS),
     ];
     let mut trials = Vec::new();
     for (group, scenarios) in groups {

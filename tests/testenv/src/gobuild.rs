@@ -1,5 +1,5 @@
-//! Builds the Go tools the tests run (kube-apiserver, etcd, Argo) from the Go modules pinned in
-//! `tests/apiserver/` and `tests/argo/`, into a cache directory named after the pinned version,
+//! Builds the Go tools the tests run (kube-apiserver, etcd, Argo, Helm) from the Go modules pinned in
+//! `tests/apiserver/`, `tests/argo/` and `tests/helm/`, into a cache directory named after the pinned version,
 //! and reuses that directory while its stamp (a hash of the module's pins, its mains and the Go
 //! version) still matches.
 
@@ -74,6 +74,19 @@ pub const ARGO: GoModule = GoModule {
     cold_build: "about 4 minutes on 2 cores and 370 MB of Go modules",
 };
 
+/// Helm's CLI (`tests/helm/`): lints and renders the chart, installs it into the test API server.
+pub const HELM: GoModule = GoModule {
+    name: "helm",
+    version_of: "helm.sh/helm/v4",
+    binaries: &[Binary {
+        name: "helm",
+        package: "helm.sh/helm/v4/cmd/helm",
+    }],
+    ldflags: helm_ldflags,
+    generated_file: None,
+    cold_build: "about 4 to 9 minutes on 2 cores and 115 MB of Go modules",
+};
+
 fn kubernetes_ldflags(version: &str) -> String {
     // Without these the server reports a development version and kubectl warns about skew.
     let (major, minor) = major_minor(version);
@@ -86,6 +99,12 @@ fn kubernetes_ldflags(version: &str) -> String {
 fn argo_ldflags(version: &str) -> String {
     let v = "github.com/argoproj/argo-workflows/v3";
     format!("-s -w -X {v}.version={version} -X {v}.gitTag={version} -X {v}.gitTreeState=clean")
+}
+
+fn helm_ldflags(version: &str) -> String {
+    // Without the version Helm reports "v4.3" and no tree state.
+    let v = "helm.sh/helm/v4/internal/version";
+    format!("-s -w -X {v}.version={version} -X {v}.gitTreeState=clean")
 }
 
 fn major_minor(version: &str) -> (String, String) {
@@ -314,7 +333,7 @@ fn run_go(cmd: &mut Command, what: &str) -> Result<String> {
 /// `go` from `$GO` or `PATH`.
 pub fn go_binary() -> Result<PathBuf> {
     crate::tools::find("go", "GO").context(
-        "the `go` command is missing: the real kube-apiserver, etcd and Argo are built from Go modules \
+        "the `go` command is missing: the real kube-apiserver, etcd, Argo and Helm are built from Go modules \
          (install Go 1.26 or newer, or set GO to its path)",
     )
 }
@@ -397,6 +416,17 @@ mod tests {
         assert!(v.starts_with("v1."), "{v}");
         let v = ARGO.version().unwrap();
         assert!(v.starts_with("v3.") || v.starts_with("v4."), "{v}");
+        let v = HELM.version().unwrap();
+        assert!(v.starts_with("v4."), "{v}");
+    }
+
+    #[test]
+    fn helm_ldflags_name_the_pinned_version() {
+        let flags = helm_ldflags("v4.3.2");
+        assert!(
+            flags.contains("helm.sh/helm/v4/internal/version.version=v4.3.2"),
+            "{flags}"
+        );
     }
 
     #[test]

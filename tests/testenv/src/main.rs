@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use stage_guard_testenv::gobuild::{ARGO, CONTROL_PLANE};
+use stage_guard_testenv::gobuild::{ARGO, CONTROL_PLANE, HELM};
 use stage_guard_testenv::{ControlPlane, Options, USERS};
 use std::path::PathBuf;
 
@@ -13,6 +13,7 @@ use std::path::PathBuf;
     after_help = "Examples:
   cargo run -p stage-guard-testenv -- build            # everything the tests need, built or reused
   cargo run -p stage-guard-testenv -- build --only control-plane
+  cargo run -p stage-guard-testenv -- build --only helm
   cargo run -p stage-guard-testenv -- up               # start a control plane, print kubeconfigs
   KUBECONFIG=/tmp/cp/kubeconfig/alice.yaml kubectl get workflows"
 )]
@@ -24,7 +25,8 @@ struct Args {
 #[derive(Subcommand)]
 enum Job {
     /// Build (or reuse from the cache) what the tests need: kube-apiserver and etcd, Argo's CLI
-    /// and workflow-controller, and kubernetes-validate in a virtual environment; print where.
+    /// and workflow-controller, Helm's CLI, and kubernetes-validate in a virtual environment;
+    /// print where.
     Build {
         /// Only this part.
         #[arg(long, value_enum)]
@@ -44,6 +46,7 @@ enum Job {
 enum Part {
     ControlPlane,
     Argo,
+    Helm,
     KubernetesValidate,
 }
 
@@ -63,6 +66,9 @@ fn run(args: Args) -> Result<()> {
             }
             if wanted(Part::Argo) {
                 println!("argo: {}", ARGO.ensure_built()?.display());
+            }
+            if wanted(Part::Helm) {
+                println!("helm: {}", HELM.ensure_built()?.display());
             }
             if wanted(Part::KubernetesValidate) {
                 println!(

@@ -32,6 +32,22 @@ pub fn kubectl() -> Result<PathBuf> {
     }
 }
 
+/// The real `helm`, from `$HELM` or else the build of `tests/helm/` in the cache (built on first use).
+/// A failure names the command that builds it.
+pub fn helm() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("HELM") {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("HELM={} names no file", path.display());
+        }
+        return Ok(path);
+    }
+    crate::gobuild::HELM.binary("helm").context(
+        "helm is missing and could not be built: the chart tests run the real helm, built from the Go \
+         module in tests/helm/ by `cargo run -p stage-guard-testenv -- build --only helm`",
+    )
+}
+
 /// `kubernetes-validate` from `$KUBERNETES_VALIDATE`, else from a virtual environment of its own in
 /// the cache (`~/.cache/stage-guard/venv-kubernetes-validate-<version>/`), which is made with
 /// `python3 -m venv` and pip the first time: never the system interpreter's packages.

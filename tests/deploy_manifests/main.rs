@@ -19,6 +19,8 @@ use std::process::{Command, Stdio};
 use base64::Engine;
 use serde_json::{Value, json};
 
+mod helm;
+
 const NAMESPACE: &str = "stage-guard";
 const SERVICE: &str = "stage-guard";
 const TLS_SECRET: &str = "stage-guard-tls";
