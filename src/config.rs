@@ -382,6 +382,11 @@ mod tests {
         assert_eq!(p.history.limit, 50);
         assert!(p.history.required);
         assert_eq!(p.override_.annotation, "stage-guard.io/override-reason");
+        // Break-glass from day one: cluster administrators may force a stuck Workflow's stage.
+        assert!(p.override_.users.is_empty());
+        assert_eq!(p.override_.groups, ["system:masters"]);
+        assert!(p.override_.permits("admin", &["system:masters".into()]));
+        assert!(!p.override_.permits("bob", &["developers".into()]));
         assert_eq!(p.resubmit, Resubmit::Reset);
     }
 
