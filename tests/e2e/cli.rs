@@ -146,6 +146,45 @@ fn check_override_needs_a_listed_user_or_group() {
 }
 
 #[test]
+fn cluster_administrators_may_force_a_change_out_of_the_box() {
+    // The embedded default and the shipped deploy/base/config.yaml: system:masters may override.
+    let shipped = format!("{}/deploy/base/config.yaml", env!("CARGO_MANIFEST_DIR"));
+    for config in [None, Some(shipped.as_str())] {
+        let mut base = vec!["check"];
+        if let Some(path) = config {
+            base.extend(["--config", path]);
+        }
+        base.extend([
+            "--from",
+            "waiting-pr-approved",
+            "--to",
+            "waiting-pr-created",
+            "--override-reason",
+            "QA found a regression",
+        ]);
+        let mut admin = base.clone();
+        admin.extend(["--user", "admin", "--group", "system:masters"]);
+        let o = run(&admin);
+        assert_eq!(o.status.code(), Some(0), "{config:?}: {}", stdout(&o));
+        assert!(
+            stdout(&o).contains("allowed (override): forced by admin"),
+            "{}",
+            stdout(&o)
+        );
+
+        let mut bob = base.clone();
+        bob.extend(["--user", "bob", "--group", "developers"]);
+        let o = run(&bob);
+        assert_eq!(o.status.code(), Some(1), "{config:?}: {}", stdout(&o));
+        assert!(
+            stdout(&o).contains("denied (override-not-permitted): bob may not force"),
+            "{}",
+            stdout(&o)
+        );
+    }
+}
+
+#[test]
 fn check_in_warn_mode_prints_warned_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config_file(&dir, "mode: warn\n");

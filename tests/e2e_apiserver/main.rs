@@ -20,6 +20,7 @@ mod harness;
 mod imitation;
 mod races;
 mod recorder;
+mod recovery;
 mod stage_moves;
 mod tls;
 mod unjudged;
@@ -42,6 +43,7 @@ fn main() {
     let suite = Arc::new(Suite::new());
     let groups: &[(&str, &[Scenario])] = &[
         ("stage_moves", stage_moves::SCENARIOS),
+        ("recovery", recovery::SCENARIOS),
         ("create", create::SCENARIOS),
         ("unjudged", unjudged::SCENARIOS),
         ("races", races::SCENARIOS),
