@@ -146,7 +146,8 @@ pub struct ServeArgs {
         default_value = "text"
     )]
     pub log_format: LogFormat,
-    /// Log level or filter (for example info, debug, stage_guard=debug); overrides RUST_LOG
+    /// Log level (error, warn, info, debug, trace, off) or directives like stage_guard=debug,info;
+    /// overrides RUST_LOG. Anything else is refused at start-up
     #[arg(long, env = "STAGE_GUARD_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
 }

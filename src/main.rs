@@ -58,29 +58,13 @@ fn load_policy(path: Option<&Path>) -> Result<Policy, ExitCode> {
     })
 }
 
-fn init_logging(format: LogFormat, level: Option<&str>) -> Result<(), String> {
-    use tracing_subscriber::EnvFilter;
-    let filter = match level {
-        Some(l) => EnvFilter::try_new(l).map_err(|e| format!("--log-level {l:?}: {e}"))?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().with_current_span(false).init(),
-        LogFormat::Text => builder.with_ansi(false).init(),
-    }
-    Ok(())
-}
-
 fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value)
         .map_err(|_| format!("{flag} must be a non-negative number of seconds, got {value}"))
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    if let Err(e) = init_logging(args.log_format, args.log_level.as_deref()) {
+    if let Err(e) = stage_guard::logging::init(args.log_format, args.log_level.as_deref()) {
         return usage_error(e);
     }
     let policy = match load_policy(args.config.as_deref()) {

@@ -468,6 +468,57 @@ fn serve_refuses_a_bad_config_or_missing_certificates_with_exit_2() {
 }
 
 #[test]
+fn serve_refuses_an_unknown_log_level_in_one_line_with_exit_2() {
+    for (level, problem) in [
+        (
+            "warning",
+            r#""warning" is not a level (did you mean warn?)"#,
+        ),
+        ("stage_guard=loud", r#""loud" is not a level"#),
+        ("stage guard=debug", r#""stage guard" is not a log target"#),
+    ] {
+        let o = serve_expecting_exit(&["--log-level", level]);
+        assert_eq!(o.status.code(), Some(2), "{level}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{level}: {err}");
+        assert!(err.contains(problem), "{level}: {err}");
+        assert!(
+            err.contains("error|warn|info|debug|trace") && err.contains("stage_guard=debug"),
+            "{err}"
+        );
+    }
+    // The environment twin is checked the same way.
+    let o = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .env("STAGE_GUARD_LOG_LEVEL", "verbose")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(r#""verbose" is not a level"#),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn serve_takes_a_level_or_directives() {
+    // `listening` is an info line of the stage_guard target: it shows through both filters.
+    for level in ["info", "stage_guard=debug,warn"] {
+        let webhook = crate::support::process::Webhook::builder()
+            .args(&["--log-level", level])
+            .start();
+        assert!(webhook.webhook_addr.port() > 0, "{level}");
+    }
+}
+
+#[test]
 fn offline_answers_are_the_clusters_in_warn_mode_too() {
     // The API server calls the mutating webhook, applies its patch, then calls the validating one;
     // in warn mode it admits the sample skip with a warning, and so must `review` and `check`.
