@@ -15,11 +15,11 @@ use clap::Parser;
 use stage_guard::admission::pipeline::{self, ClusterAnswer, PipelineError, Requester};
 use stage_guard::certs;
 use stage_guard::cli::{
-    CertsArgs, CheckArgs, Cli, Command, ConfigCommand, DefaultServe, LogFormat, ReviewArgs,
-    ReviewOperation, ServeArgs,
+    CertsArgs, CheckArgs, Cli, Command, ConfigCommand, DefaultServe, ReviewArgs, ReviewOperation,
+    ServeArgs,
 };
-use stage_guard::config::DEFAULT_CONFIG_YAML;
-use stage_guard::core::{Operation, Policy};
+use stage_guard::config::{DEFAULT_CONFIG_YAML, effective_yaml};
+use stage_guard::core::{Operation, Policy, plural};
 use stage_guard::server::{self, ServeOptions, Server};
 
 const EXIT_DENIED: u8 = 1;
@@ -51,11 +51,10 @@ fn usage_error(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
+/// The configuration, or exit code 2 with its error (which names the file, and where it can, the
+/// line and column).
 fn load_policy(path: Option<&Path>) -> Result<Policy, ExitCode> {
-    Policy::load(path).map_err(|e| match path {
-        Some(p) => usage_error(format!("configuration {}: {e}", p.display())),
-        None => usage_error(format!("configuration: {e}")),
-    })
+    Policy::load(path).map_err(usage_error)
 }
 
 fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
@@ -97,7 +96,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         config = %args.config.as_ref().map_or("(embedded default)".into(), |p| p.display().to_string()),
         label = %policy.label,
         stages = policy.graph.stages().len(),
-        mode = ?policy.mode,
+        mode = policy.mode.as_str(),
         "configuration loaded"
     );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -284,6 +283,8 @@ fn read_object(path: &Path) -> Result<serde_json::Value, String> {
     Ok(value)
 }
 
+/// A one-line verdict as a YAML comment, then the effective configuration: the whole output is a
+/// configuration file that checks to the same policy.
 fn config_check(file: &Path) -> ExitCode {
     match Policy::from_file(file) {
         Ok(p) => {
@@ -294,16 +295,17 @@ fn config_check(file: &Path) -> ExitCode {
                 .map(|s| p.graph.next_stages(Some(s)).len())
                 .sum();
             println!(
-                "{}: ok ({} stages, {} edges, entry: {}, mode: {:?})",
+                "# {}: ok ({}, {}, entry: {}, mode: {})",
                 file.display(),
-                p.graph.stages().len(),
-                edges,
+                plural(p.graph.stages().len(), "stage"),
+                plural(edges, "edge"),
                 p.graph.entry_stages().join(", "),
-                p.mode
+                p.mode.as_str()
             );
+            print!("{}", effective_yaml(&p));
             ExitCode::SUCCESS
         }
-        Err(e) => usage_error(format!("{}: {e}", file.display())),
+        Err(e) => usage_error(e),
     }
 }
 

@@ -405,6 +405,8 @@ mod tests {
         }
     }
 
+    type Stage = Option<&'static str>;
+
     const A: Option<&str> = Some("a");
     const B: Option<&str> = Some("b");
     const C: Option<&str> = Some("c");
@@ -415,7 +417,7 @@ mod tests {
     fn denial_messages_name_the_change_the_reason_and_what_is_allowed_next() {
         let p = abc();
         #[rustfmt::skip]
-        let rows: &[(Option<&str>, Option<&str>, &str, Reason, &str)] = &[
+        let rows: &[(Stage, Stage, &str, Reason, &str)] = &[
             (A, C, "bob", Reason::Skip,
              r#"stage change "a" -> "c" on argo/play-7 denied (skip): skips "b"; allowed next: "b""#),
             (None, C, "bob", Reason::Skip,

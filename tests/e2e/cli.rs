@@ -251,7 +251,23 @@ fn config_check_names_the_key_and_the_problem() {
             "stages: [a, b]\ntransitions:\n  a: [c]\n",
             "transitions.a[0]: unknown stage \"c\"",
         ),
-        ("stages: [a]\nhistory:\n  annotaton: x\n", "unknown field"),
+        (
+            "stages: [a]\nhistory:\n  annotaton: x\n",
+            ":3:3: unknown key \"history.annotaton\"; did you mean \"history.annotation\"?",
+        ),
+        (
+            "stages: [a]\ntrasitions: {}\n",
+            ":2:1: unknown key \"trasitions\"; did you mean \"transitions\"?",
+        ),
+        (
+            "stages: [a, b]\ntransitions:\n  a: [bb]\n",
+            ":3:7: transitions.a[0]: unknown stage \"bb\"; did you mean \"b\"?",
+        ),
+        ("stages: [a\nmode: warn\n", ":2:5: "),
+        (
+            "# only a comment\n",
+            ": the file is empty; run 'stage-guard config default' for a starting point",
+        ),
         ("stages: [a]\nmode: strict\n", "strict"),
         (
             "stages: [a]\nentry: []\n",
@@ -262,7 +278,15 @@ fn config_check_names_the_key_and_the_problem() {
         let bad = config_file(&dir, yaml);
         let o = run(&["config", "check", &bad]);
         assert_eq!(o.status.code(), Some(2), "{yaml}");
+        // One line: the file's name (and position), the key, the problem.
+        assert_eq!(stderr(&o).lines().count(), 1, "{yaml}: {}", stderr(&o));
+        assert!(
+            stderr(&o).starts_with(&format!("stage-guard: {bad}")),
+            "{yaml}: {}",
+            stderr(&o)
+        );
         assert!(stderr(&o).contains(want), "{yaml}: {}", stderr(&o));
+        assert!(stdout(&o).is_empty(), "{}", stdout(&o));
     }
     let o = run(&["config", "check", "/no/such/file.yaml"]);
     assert_eq!(o.status.code(), Some(2));
@@ -283,8 +307,51 @@ fn config_default_prints_a_configuration_that_checks() {
     let path = config_file(&dir, &text);
     let o = run(&["config", "check", &path]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let checked = stdout(&o);
     assert!(
-        stdout(&o).contains("ok (3 stages, 2 edges, entry: waiting-pr-created, mode: Enforce)")
+        checked.starts_with(&format!(
+            "# {path}: ok (3 stages, 2 edges, entry: waiting-pr-created, mode: enforce)\n"
+        )),
+        "{checked}"
+    );
+    // The rest is the effective configuration in the file's own spelling: a file that checks
+    // again, to the same output.
+    for line in [
+        "mode: enforce",
+        "resubmit: reset",
+        "groups: [system:masters]",
+    ] {
+        assert!(
+            checked.lines().any(|l| l.trim() == line),
+            "{line}: {checked}"
+        );
+    }
+    let again = config_file(&dir, &checked);
+    let o = run(&["config", "check", &again]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).lines().skip(1).collect::<Vec<_>>(),
+        checked.lines().skip(1).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn one_stage_and_one_edge_are_counted_in_the_singular() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = config_file(&dir, "stages: [only]\n");
+    let o = run(&["config", "check", &one]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("ok (1 stage, 0 edges"),
+        "{}",
+        stdout(&o)
+    );
+    let two = config_file(&dir, "stages: [a, b]\nmode: warn\n");
+    let o = run(&["config", "check", &two]);
+    assert!(
+        stdout(&o).contains("ok (2 stages, 1 edge, entry: a, mode: warn)"),
+        "{}",
+        stdout(&o)
     );
 }
 
@@ -465,6 +532,17 @@ fn serve_refuses_a_bad_config_or_missing_certificates_with_exit_2() {
 
     let o = serve_expecting_exit(&["--log-format", "yaml"]);
     assert_eq!(o.status.code(), Some(2));
+
+    // An empty file is not the default pipeline.
+    let empty = config_file(&dir, "\n# to be filled in\n");
+    let o = serve_expecting_exit(&["--config", &empty]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o).trim_end(),
+        format!(
+            "stage-guard: {empty}: the file is empty; run 'stage-guard config default' for a starting point"
+        )
+    );
 }
 
 #[test]
