@@ -1,6 +1,7 @@
 //! The `serve` command: a TLS webhook listener and a plain admin listener, certificate reload, and the
 //! drain-then-stop shutdown of SPEC 9.
 
+pub mod handshake;
 pub mod http;
 pub mod reload;
 pub mod tls;
@@ -9,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -251,8 +252,9 @@ async fn accept_loop(
 ) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let router = http::webhook_router(state);
+    let router = http::webhook_router(state.clone());
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    let refusals = Arc::new(handshake::LogLimiter::new(handshake::LOG_WINDOW));
     loop {
         // Wait for a free slot before accepting: under overload, clients queue in the kernel backlog
         // instead of the process running out of memory or file descriptors.
@@ -279,12 +281,24 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone());
         let watcher = graceful.watcher();
+        let (state, refusals) = (state.clone(), refusals.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let stream = match tls::accept_with_timeout(&acceptor, tcp, HANDSHAKE_TIMEOUT).await {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                    let reason = handshake::classify(&e);
+                    state.metrics.tls_handshake_failed(reason);
+                    if let Some(suppressed) = refusals.admit(reason, Instant::now()) {
+                        tracing::warn!(
+                            peer = %peer,
+                            reason = reason.as_str(),
+                            error = %e,
+                            hint = handshake::hint(reason),
+                            suppressed,
+                            "TLS handshake refused"
+                        );
+                    }
                     return;
                 }
             };
