@@ -80,9 +80,14 @@ fn serve(args: ServeArgs) -> ExitCode {
     if args.max_body_bytes == 0 {
         return usage_error("--max-body-bytes must be at least 1");
     }
+    let (listen, admin_listen) = match (args.listen.parse(), args.admin_listen.parse()) {
+        (Ok(l), Ok(a)) => (l, a),
+        (Err(e), _) => return usage_error(format!("--listen {e}")),
+        (_, Err(e)) => return usage_error(format!("--admin-listen {e}")),
+    };
     let opts = ServeOptions {
-        listen: args.listen,
-        admin_listen: args.admin_listen,
+        listen,
+        admin_listen,
         tls_cert_file: args.tls_cert_file,
         tls_key_file: args.tls_key_file,
         client_ca_file: args.client_ca_file,
@@ -119,10 +124,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         };
         let server = match Server::bind(opts, policy).await {
             Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start");
-                return usage_error(e);
-            }
+            // One line, like every other start-up error (a log line beside it would say it twice).
+            Err(e) => return usage_error(e),
         };
         match server.run(signals.first()).await {
             Ok(()) => ExitCode::SUCCESS,

@@ -586,6 +586,67 @@ fn serve_refuses_an_unknown_log_level_in_one_line_with_exit_2() {
 }
 
 #[test]
+fn serve_refuses_a_listen_address_it_cannot_use_in_one_line_with_exit_2() {
+    for (flag, value, problem) in [
+        (
+            "--listen",
+            "no-such-host.invalid:8443",
+            "stage-guard: --listen no-such-host.invalid:8443: the name ",
+        ),
+        (
+            "--admin-listen",
+            "no-such-host.invalid:8080",
+            "stage-guard: --admin-listen no-such-host.invalid:8080: the name ",
+        ),
+        (
+            "--listen",
+            "8443",
+            "stage-guard: --listen \"8443\" is not HOST:PORT (no port)",
+        ),
+        (
+            "--admin-listen",
+            "::1:8080",
+            "stage-guard: --admin-listen \"::1:8080\" is not HOST:PORT (an IPv6 address goes in brackets",
+        ),
+    ] {
+        let (listen, admin) = if flag == "--listen" {
+            (value, "127.0.0.1:0")
+        } else {
+            ("127.0.0.1:0", value)
+        };
+        let certs = tempfile::tempdir().unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", listen, "--admin-listen", admin])
+            .arg("--dev-cert-dir")
+            .arg(certs.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("serve {flag} {value} kept running");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {}", stderr(&o));
+        // The error is one line, the last; log lines of the start before it are no errors.
+        let err = stderr(&o);
+        let errors: Vec<&str> = err
+            .lines()
+            .filter(|l| l.starts_with("stage-guard:") || l.contains("ERROR"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{err}");
+        assert!(errors[0].starts_with(problem), "{err}");
+        assert_eq!(err.lines().last(), Some(errors[0]), "{err}");
+    }
+}
+
+#[test]
 fn serve_takes_a_level_or_directives() {
     // `listening` is an info line of the stage_guard target: it shows through both filters.
     for level in ["info", "stage_guard=debug,warn"] {

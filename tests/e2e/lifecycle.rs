@@ -482,6 +482,45 @@ async fn refused_handshakes_are_counted_by_reason_and_logged_at_warn_once_per_wi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_listeners_take_a_host_name() {
+    let webhook = Webhook::builder()
+        .listen("localhost:0")
+        .admin_listen("localhost:0")
+        .start();
+    // Every address `localhost` resolves to is bound, on one port.
+    let listening: Vec<(String, SocketAddr)> = webhook
+        .log_values()
+        .iter()
+        .filter(|v| log_field(v, "message").and_then(Value::as_str) == Some("listening"))
+        .filter_map(|v| {
+            let listener = log_field(v, "listener")?.as_str()?.to_owned();
+            let address = log_field(v, "address")?.as_str()?.parse().ok()?;
+            Some((listener, address))
+        })
+        .collect();
+    for listener in ["webhook", "admin"] {
+        let addrs: Vec<&SocketAddr> = listening
+            .iter()
+            .filter(|(l, _)| l == listener)
+            .map(|(_, a)| a)
+            .collect();
+        assert!(!addrs.is_empty(), "{listener}: {listening:?}");
+        assert!(
+            addrs
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == addrs[0].port()),
+            "{listener}: {addrs:?}"
+        );
+    }
+    let server_ca = std::fs::read_to_string(webhook.ca_file()).unwrap();
+    let mut stream = tls_connect(webhook.webhook_addr, client(&[&server_ca], None))
+        .await
+        .unwrap();
+    assert_eq!(review(&mut stream, "by-name").await.unwrap(), "by-name");
+    assert_eq!(webhook.admin_get("/readyz").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_exits_0() {
     let mut webhook = Webhook::builder()
         .args(&["--shutdown-delay", "3", "--shutdown-grace", "15"])
