@@ -125,13 +125,25 @@ fn decode(decoder: &str, body: &[u8]) -> usize {
             .ok()
             .and_then(|s| serde_json::from_str::<Review<'_>>(s).ok())
             .map_or(0, |r| {
-                weight(r.api_version.as_deref(), r.kind.as_deref(), r.request.as_ref())
+                weight(
+                    r.api_version.as_deref(),
+                    r.kind.as_deref(),
+                    r.request.as_ref(),
+                )
             }),
         "serde-unchecked" => serde_json::from_slice::<Review<'_>>(body).map_or(0, |r| {
-            weight(r.api_version.as_deref(), r.kind.as_deref(), r.request.as_ref())
+            weight(
+                r.api_version.as_deref(),
+                r.kind.as_deref(),
+                r.request.as_ref(),
+            )
         }),
         "sonic" => sonic_rs::from_slice::<SonicReview<'_>>(body).map_or(0, |r| {
-            weight(r.api_version.as_deref(), r.kind.as_deref(), r.request.as_ref())
+            weight(
+                r.api_version.as_deref(),
+                r.kind.as_deref(),
+                r.request.as_ref(),
+            )
         }),
         "utf8" => std::str::from_utf8(body).map_or(0, str::len),
         other => panic!("unknown decoder {other}"),
@@ -156,7 +168,10 @@ fn main() {
         let (decoder, size, n) = (
             parts.next().unwrap_or_default(),
             parts.next().unwrap_or("small"),
-            parts.next().and_then(|n| n.parse::<usize>().ok()).unwrap_or(1),
+            parts
+                .next()
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(1),
         );
         let b = body(size);
         let mut total = 0;

@@ -1,6 +1,5 @@
 //! The command line (SPEC 7). Every flag has an environment twin `STAGE_GUARD_<FLAG>`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -70,22 +69,23 @@ pub struct ServeArgs {
     /// Stage configuration (YAML); the embedded default when absent
     #[arg(long, env = "STAGE_GUARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Webhook listener (TLS)
+    /// Webhook listener (TLS): IP:PORT ([::]:8443 for IPv6) or HOST:PORT; a host name is resolved
+    /// at start-up and every address it resolves to is bound, on the same port
     #[arg(
         long,
         env = "STAGE_GUARD_LISTEN",
         value_name = "ADDR",
         default_value = "0.0.0.0:8443"
     )]
-    pub listen: SocketAddr,
-    /// Admin listener (plain HTTP): /livez, /readyz, /metrics
+    pub listen: String,
+    /// Admin listener (plain HTTP): /livez, /readyz, /metrics; IP:PORT or HOST:PORT as --listen
     #[arg(
         long,
         env = "STAGE_GUARD_ADMIN_LISTEN",
         value_name = "ADDR",
         default_value = "0.0.0.0:8080"
     )]
-    pub admin_listen: SocketAddr,
+    pub admin_listen: String,
     /// Serving certificate (PEM, may hold the full chain); re-read when it changes
     #[arg(
         long,
@@ -148,7 +148,8 @@ pub struct ServeArgs {
         default_value = "text"
     )]
     pub log_format: LogFormat,
-    /// Log level or filter (for example info, debug, stage_guard=debug); overrides RUST_LOG
+    /// Log level (error, warn, info, debug, trace, off) or directives like stage_guard=debug,info;
+    /// overrides RUST_LOG. Anything else is refused at start-up
     #[arg(long, env = "STAGE_GUARD_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
 }

@@ -2,45 +2,108 @@
 //!
 //! Parsing is strict at every depth (unknown keys and duplicate keys are errors). A parsed file is then
 //! checked as a whole and turned into a [`Policy`] (`core::policy`), the only form the rest of the program
-//! uses.
+//! uses. Every error is one line that starts with the file's name (and, where known, the line and
+//! column), names the key and says why (`syntax` words the parser's errors).
+
+mod render;
+mod syntax;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use serde::Deserialize;
+use serde_saphyr::{Location, Spanned};
 
 use crate::core::{HistoryConfig, Mode, OverrideConfig, Policy, Resubmit, StageGraph};
+use crate::suggest;
+
+pub use render::effective_yaml;
 
 /// The embedded default configuration, printed by `stage-guard config default`.
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("default-config.yaml");
 
-/// A configuration problem, naming the key and why it is wrong.
+/// How the embedded default names itself in errors (which would be a build defect).
+const EMBEDDED: &str = "embedded default";
+
+/// A configuration problem: one line naming the file, the key and why it is wrong.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("cannot read {path}: {reason}")]
     Read { path: String, reason: String },
-    #[error("{0}")]
-    Syntax(String),
-    #[error("{key}: {reason}")]
-    Invalid { key: String, reason: String },
+    #[error("{file}: the file is empty; run 'stage-guard config default' for a starting point")]
+    Empty { file: String },
+    /// The text is not YAML, or not the configuration's shape (an unknown key, a wrong type).
+    #[error("{file}{}: {message}", position(.at))]
+    Syntax {
+        file: String,
+        at: Option<(u64, u64)>,
+        message: String,
+    },
+    /// Well-formed, but the values do not make a stage graph (an unknown stage, a duplicate).
+    #[error("{file}{}: {key}: {reason}", position(.at))]
+    Invalid {
+        file: String,
+        at: Option<(u64, u64)>,
+        key: String,
+        reason: String,
+    },
 }
 
-impl ConfigError {
-    fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError::Invalid {
+/// `:line:column`, or nothing when the position is not known.
+fn position(at: &Option<(u64, u64)>) -> String {
+    at.map(|(line, column)| format!(":{line}:{column}"))
+        .unwrap_or_default()
+}
+
+/// Line and column of a value read from the file; `None` for values from the embedded default.
+fn line_column(location: Location) -> Option<(u64, u64)> {
+    (location.line() > 0).then(|| (location.line(), location.column()))
+}
+
+/// What is wrong with a set of keys, before the file's name is known.
+#[derive(Debug)]
+struct Problem {
+    at: Option<(u64, u64)>,
+    key: String,
+    reason: String,
+}
+
+impl Problem {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Problem {
+        Problem {
+            at: None,
             key: key.into(),
             reason: reason.into(),
         }
     }
+
+    fn at(key: impl Into<String>, location: Location, reason: impl Into<String>) -> Problem {
+        Problem {
+            at: line_column(location),
+            ..Problem::new(key, reason)
+        }
+    }
+
+    fn in_file(self, file: &str) -> ConfigError {
+        ConfigError::Invalid {
+            file: file.to_owned(),
+            at: self.at,
+            key: self.key,
+            reason: self.reason,
+        }
+    }
 }
+
+/// A stage name and where the file wrote it.
+type Name = Spanned<String>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     label: Option<String>,
-    stages: Option<Vec<String>>,
-    entry: Option<Vec<String>>,
-    transitions: Option<BTreeMap<String, Vec<String>>>,
+    stages: Option<Vec<Name>>,
+    entry: Option<Vec<Name>>,
+    transitions: Option<BTreeMap<String, Spanned<Vec<Name>>>>,
     mode: Option<Mode>,
     #[serde(default)]
     history: RawHistory,
@@ -69,32 +132,47 @@ impl Policy {
     /// The embedded default (SPEC 2).
     pub fn default_policy() -> Policy {
         // The embedded file is checked by a unit test; failing here would be a build defect.
-        Policy::from_yaml(DEFAULT_CONFIG_YAML)
+        Policy::from_source(DEFAULT_CONFIG_YAML, EMBEDDED)
             .unwrap_or_else(|e| panic!("embedded default config: {e}"))
     }
 
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file; errors name it as given.
     pub fn from_file(path: &Path) -> Result<Policy, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        Policy::from_yaml(&text)
+        Policy::from_source(&text, &path.display().to_string())
     }
 
-    /// Parses and validates configuration text.
+    /// Parses and validates configuration text (errors call it `(configuration)`).
     pub fn from_yaml(text: &str) -> Result<Policy, ConfigError> {
-        // An empty file (or one holding only comments) means "all defaults".
-        let raw: RawConfig = if text.lines().all(|l| {
+        Policy::from_source(text, "(configuration)")
+    }
+
+    /// Parses and validates configuration text read from `file`.
+    pub fn from_source(text: &str, file: &str) -> Result<Policy, ConfigError> {
+        // A file without a single key is a mistake (a wrong mount, a truncated ConfigMap), not a
+        // wish for the default pipeline: that is what running without --config is for.
+        if text.lines().all(|l| {
             let t = l.trim();
-            t.is_empty() || t.starts_with('#') || t == "---"
+            t.is_empty() || t.starts_with('#') || t == "---" || t == "..."
         }) {
-            serde_saphyr::from_str("{}")
-        } else {
-            serde_saphyr::from_str(text)
+            return Err(ConfigError::Empty {
+                file: file.to_owned(),
+            });
         }
-        .map_err(|e| ConfigError::Syntax(single_line(&e.to_string())))?;
-        raw.or(embedded_default()?).validate()
+        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+            let (at, message) = syntax::describe(&e);
+            ConfigError::Syntax {
+                file: file.to_owned(),
+                at,
+                message,
+            }
+        })?;
+        raw.or(embedded_default()?)
+            .validate()
+            .map_err(|p| p.in_file(file))
     }
 
     /// Reads `path` when given, else the embedded default.
@@ -104,14 +182,6 @@ impl Policy {
             None => Ok(Policy::default_policy()),
         }
     }
-}
-
-fn single_line(s: &str) -> String {
-    s.split('\n')
-        .map(str::trim_end)
-        .filter(|l| !l.trim().is_empty())
-        .collect::<Vec<_>>()
-        .join(" | ")
 }
 
 /// A Kubernetes label value: at most 63 characters, alphanumeric at both ends, `-_.` inside.
@@ -148,10 +218,10 @@ pub fn is_valid_qualified_key(k: &str) -> bool {
 
 impl RawConfig {
     /// Checks a complete set of keys (see [`RawConfig::or`]) and builds the policy.
-    fn validate(self) -> Result<Policy, ConfigError> {
+    fn validate(self) -> Result<Policy, Problem> {
         let label = defaulted(self.label, "label")?;
         if !is_valid_qualified_key(&label) {
-            return Err(ConfigError::invalid(
+            return Err(Problem::new(
                 "label",
                 format!("{label:?} is not a valid label key"),
             ));
@@ -159,115 +229,129 @@ impl RawConfig {
 
         let stages = defaulted(self.stages, "stages")?;
         if stages.is_empty() {
-            return Err(ConfigError::invalid(
-                "stages",
-                "must list at least one stage",
-            ));
+            return Err(Problem::new("stages", "must list at least one stage"));
         }
         let mut seen = HashSet::new();
         for (i, s) in stages.iter().enumerate() {
             let key = format!("stages[{i}]");
-            if s.is_empty() {
-                return Err(ConfigError::invalid(key, "stage name is empty"));
+            if s.value.is_empty() {
+                return Err(Problem::at(key, s.referenced, "stage name is empty"));
             }
-            if !is_valid_label_value(s) {
-                return Err(ConfigError::invalid(
+            if !is_valid_label_value(&s.value) {
+                return Err(Problem::at(
                     key,
+                    s.referenced,
                     format!(
-                        "{s:?} is not a valid label value (at most 63 characters, [A-Za-z0-9] at both ends, [-A-Za-z0-9_.] inside)"
+                        "{:?} is not a valid label value (at most 63 characters, [A-Za-z0-9] at both ends, [-A-Za-z0-9_.] inside)",
+                        s.value
                     ),
                 ));
             }
-            if !seen.insert(s.as_str()) {
-                return Err(ConfigError::invalid(key, format!("duplicate stage {s:?}")));
+            if !seen.insert(s.value.as_str()) {
+                return Err(Problem::at(
+                    key,
+                    s.referenced,
+                    format!("duplicate stage {:?}", s.value),
+                ));
             }
         }
-        let known = |key: &str, s: &str| -> Result<(), ConfigError> {
+        let names: Vec<&str> = stages.iter().map(|s| s.value.as_str()).collect();
+        let known = |key: &str, s: &str, location: Location| -> Result<(), Problem> {
             if seen.contains(s) {
-                Ok(())
-            } else {
-                Err(ConfigError::invalid(
-                    key,
-                    format!("unknown stage {s:?} (known: {})", stages.join(", ")),
-                ))
+                return Ok(());
             }
+            let hint = match suggest::closest(s, names.iter().copied()) {
+                Some(near) => format!("; did you mean {near:?}?"),
+                None => format!(" (known: {})", names.join(", ")),
+            };
+            Err(Problem::at(
+                key,
+                location,
+                format!("unknown stage {s:?}{hint}"),
+            ))
         };
 
         let entry = match self.entry {
             Some(entry) => {
                 if entry.is_empty() {
-                    return Err(ConfigError::invalid(
-                        "entry",
-                        "must name at least one stage",
-                    ));
+                    return Err(Problem::new("entry", "must name at least one stage"));
                 }
                 let mut dup = HashSet::new();
                 for (i, s) in entry.iter().enumerate() {
-                    known(&format!("entry[{i}]"), s)?;
-                    if !dup.insert(s.as_str()) {
-                        return Err(ConfigError::invalid(
-                            format!("entry[{i}]"),
-                            format!("duplicate entry stage {s:?}"),
+                    let key = format!("entry[{i}]");
+                    known(&key, &s.value, s.referenced)?;
+                    if !dup.insert(s.value.as_str()) {
+                        return Err(Problem::at(
+                            key,
+                            s.referenced,
+                            format!("duplicate entry stage {:?}", s.value),
                         ));
                     }
                 }
-                entry
+                entry.into_iter().map(|s| s.value).collect()
             }
-            None => vec![stages[0].clone()],
+            None => vec![names[0].to_owned()],
         };
 
         let transitions: Vec<(String, Vec<String>)> = match self.transitions {
             Some(map) => {
                 for (from, targets) in &map {
-                    known(&format!("transitions.{from}"), from)?;
+                    known(&format!("transitions.{from}"), from, targets.referenced)?;
                     let mut dup = HashSet::new();
-                    for (i, to) in targets.iter().enumerate() {
+                    for (i, to) in targets.value.iter().enumerate() {
                         let key = format!("transitions.{from}[{i}]");
-                        known(&key, to)?;
-                        if to == from {
-                            return Err(ConfigError::invalid(
+                        known(&key, &to.value, to.referenced)?;
+                        if to.value == *from {
+                            return Err(Problem::at(
                                 key,
+                                to.referenced,
                                 format!(
-                                    "{from:?} -> {to:?} is not a change; a stage cannot lead to itself"
+                                    "{from:?} -> {:?} is not a change; a stage cannot lead to itself",
+                                    to.value
                                 ),
                             ));
                         }
-                        if !dup.insert(to.as_str()) {
-                            return Err(ConfigError::invalid(
+                        if !dup.insert(to.value.as_str()) {
+                            return Err(Problem::at(
                                 key,
-                                format!("duplicate edge {from:?} -> {to:?}"),
+                                to.referenced,
+                                format!("duplicate edge {from:?} -> {:?}", to.value),
                             ));
                         }
                     }
                 }
-                map.into_iter().collect()
+                map.into_iter()
+                    .map(|(from, targets)| {
+                        (from, targets.value.into_iter().map(|t| t.value).collect())
+                    })
+                    .collect()
             }
-            None => stages
+            None => names
                 .windows(2)
-                .map(|w| (w[0].clone(), vec![w[1].clone()]))
+                .map(|w| (w[0].to_owned(), vec![w[1].to_owned()]))
                 .collect(),
         };
 
         let history_annotation = defaulted(self.history.annotation, "history.annotation")?;
         if !is_valid_qualified_key(&history_annotation) {
-            return Err(ConfigError::invalid(
+            return Err(Problem::new(
                 "history.annotation",
                 format!("{history_annotation:?} is not a valid annotation key"),
             ));
         }
         let limit = defaulted(self.history.limit, "history.limit")?;
         if limit == 0 {
-            return Err(ConfigError::invalid("history.limit", "must be at least 1"));
+            return Err(Problem::new("history.limit", "must be at least 1"));
         }
         let override_annotation = defaulted(self.override_.annotation, "override.annotation")?;
         if !is_valid_qualified_key(&override_annotation) {
-            return Err(ConfigError::invalid(
+            return Err(Problem::new(
                 "override.annotation",
                 format!("{override_annotation:?} is not a valid annotation key"),
             ));
         }
         if override_annotation == history_annotation {
-            return Err(ConfigError::invalid(
+            return Err(Problem::new(
                 "override.annotation",
                 "must differ from history.annotation",
             ));
@@ -276,10 +360,11 @@ impl RawConfig {
         let groups = defaulted(self.override_.groups, "override.groups")?;
         for (key, list) in [("override.users", &users), ("override.groups", &groups)] {
             if let Some(i) = list.iter().position(String::is_empty) {
-                return Err(ConfigError::invalid(format!("{key}[{i}]"), "empty name"));
+                return Err(Problem::new(format!("{key}[{i}]"), "empty name"));
             }
         }
 
+        let stages = stages.into_iter().map(|s| s.value).collect();
         Ok(Policy {
             graph: StageGraph::new(stages, &entry, &transitions),
             label,
@@ -301,12 +386,46 @@ impl RawConfig {
 
 /// The embedded default as raw keys: the one source of every value a file leaves out.
 fn embedded_default() -> Result<RawConfig, ConfigError> {
-    serde_saphyr::from_str(DEFAULT_CONFIG_YAML).map_err(|e| {
-        ConfigError::Syntax(format!("embedded default: {}", single_line(&e.to_string())))
-    })
+    serde_saphyr::from_str::<RawConfig>(DEFAULT_CONFIG_YAML)
+        .map(RawConfig::without_locations)
+        .map_err(|e| {
+            let (at, message) = syntax::describe(&e);
+            ConfigError::Syntax {
+                file: EMBEDDED.to_owned(),
+                at,
+                message,
+            }
+        })
+}
+
+/// The same name, nowhere in the user's file.
+fn unplaced(name: Name) -> Name {
+    Spanned::new(name.value, Location::UNKNOWN, Location::UNKNOWN)
 }
 
 impl RawConfig {
+    /// The default's names point into the embedded file, not into the one being checked: an error
+    /// about one of them carries no line.
+    fn without_locations(self) -> RawConfig {
+        let names = |list: Option<Vec<Name>>| list.map(|l| l.into_iter().map(unplaced).collect());
+        RawConfig {
+            stages: names(self.stages),
+            entry: names(self.entry),
+            transitions: self.transitions.map(|map| {
+                map.into_iter()
+                    .map(|(from, targets)| {
+                        let targets = targets.value.into_iter().map(unplaced).collect();
+                        (
+                            from,
+                            Spanned::new(targets, Location::UNKNOWN, Location::UNKNOWN),
+                        )
+                    })
+                    .collect()
+            }),
+            ..self
+        }
+    }
+
     /// This file's keys, and the default's for those it leaves out. `entry` and `transitions` are
     /// derived from `stages` when absent, so a file that lists its own stages does not inherit them.
     fn or(self, default: RawConfig) -> RawConfig {
@@ -341,8 +460,8 @@ impl RawConfig {
 }
 
 /// A key the embedded default must set; missing, the default file itself is broken.
-fn defaulted<T>(value: Option<T>, key: &str) -> Result<T, ConfigError> {
-    value.ok_or_else(|| ConfigError::invalid(key, "missing, and the embedded default sets none"))
+fn defaulted<T>(value: Option<T>, key: &str) -> Result<T, Problem> {
+    value.ok_or_else(|| Problem::new(key, "missing, and the embedded default sets none"))
 }
 
 #[cfg(test)]
@@ -382,13 +501,108 @@ mod tests {
         assert_eq!(p.history.limit, 50);
         assert!(p.history.required);
         assert_eq!(p.override_.annotation, "stage-guard.io/override-reason");
+        // Break-glass from day one: cluster administrators may force a stuck Workflow's stage.
+        assert!(p.override_.users.is_empty());
+        assert_eq!(p.override_.groups, ["system:masters"]);
+        assert!(p.override_.permits("admin", &["system:masters".into()]));
+        assert!(!p.override_.permits("bob", &["developers".into()]));
         assert_eq!(p.resubmit, Resubmit::Reset);
     }
 
     #[test]
-    fn empty_file_means_defaults() {
-        let p = Policy::from_yaml("# nothing here\n").unwrap();
-        assert_eq!(p.graph.stages().len(), 3);
+    fn an_empty_file_is_an_error_not_the_default_pipeline() {
+        for text in [
+            "",
+            "\n  \n",
+            "# nothing here\n",
+            "---\n# still nothing\n...\n",
+        ] {
+            assert_eq!(
+                Policy::from_source(text, "config.yaml")
+                    .unwrap_err()
+                    .to_string(),
+                "config.yaml: the file is empty; run 'stage-guard config default' for a starting point",
+                "{text:?}"
+            );
+        }
+        // An explicit empty mapping is a deliberate "all defaults".
+        assert_eq!(Policy::from_yaml("{}\n").unwrap().graph.stages().len(), 3);
+    }
+
+    /// The error for `text`, as read from `config.yaml`.
+    fn in_file(text: &str) -> String {
+        Policy::from_source(text, "config.yaml")
+            .expect_err("config should be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn syntax_errors_are_one_line_with_the_file_line_and_column() {
+        #[rustfmt::skip]
+        let cases: &[(&str, &str)] = &[
+            ("trasitions: {}\n",
+             r#"config.yaml:1:1: unknown key "trasitions"; did you mean "transitions"?"#),
+            ("label: x\nhistory:\n  limt: 3\n",
+             r#"config.yaml:3:3: unknown key "history.limt"; did you mean "history.limit"?"#),
+            ("override:\n  user: [a]\n",
+             r#"config.yaml:2:3: unknown key "override.user"; did you mean "override.users"?"#),
+            ("colour: blue\n",
+             r#"config.yaml:1:1: unknown key "colour" (expected one of: label, stages, entry, transitions, mode, history, override, resubmit)"#),
+            ("mode: enforse\n",
+             r#"config.yaml:1:7: mode: unknown value "enforse"; did you mean "enforce"? (enforce or warn)"#),
+            ("resubmit: maybe\n",
+             r#"config.yaml:1:11: resubmit: unknown value "maybe" (expected reset or keep)"#),
+            ("label: x\nlabel: y\n", r#"config.yaml:2:1: duplicate key "label""#),
+            ("stages: [a, b\nlabel: x\n", "config.yaml:2:6: "),
+            ("history:\n  limit: -1\n", "config.yaml:2:10: "),
+            ("mode: warn\n---\nmode: enforce\n",
+             "config.yaml:3:1: more than one YAML document; a configuration is a single document"),
+        ];
+        for (yaml, want) in cases {
+            let got = in_file(yaml);
+            assert!(
+                got.starts_with(want),
+                "{yaml:?}:\n  got  {got}\n  want {want}"
+            );
+            assert!(!got.contains('\n'), "{got}");
+            for noise in [
+                "<input>",
+                "-->",
+                "DuplicateKeyPolicy",
+                "from_str_multiple",
+                "at line",
+            ] {
+                assert!(!got.contains(noise), "{got}");
+            }
+        }
+    }
+
+    #[test]
+    fn misspelt_stage_names_get_a_suggestion_and_a_position() {
+        let yaml = "stages: [waiting-pr-created, waiting-ready-for-qa, waiting-pr-approved]\n\
+                    transitions:\n  waiting-pr-created: [waiting-ready-for-qa]\n  \
+                    waiting-ready-for-qa: [waiting-pr-aproved]\n";
+        assert_eq!(
+            in_file(yaml),
+            r#"config.yaml:4:26: transitions.waiting-ready-for-qa[0]: unknown stage "waiting-pr-aproved"; did you mean "waiting-pr-approved"?"#
+        );
+        assert_eq!(
+            in_file("stages: [a, b]\nentry:\n  - zzz\n"),
+            r#"config.yaml:3:5: entry[0]: unknown stage "zzz" (known: a, b)"#
+        );
+        // The stages come from the embedded default; the misspelt one is in this file.
+        assert_eq!(
+            in_file("transitions:\n  waiting-pr-created: [waiting-ready-for-q]\n"),
+            r#"config.yaml:2:24: transitions.waiting-pr-created[0]: unknown stage "waiting-ready-for-q"; did you mean "waiting-ready-for-qa"?"#
+        );
+        assert_eq!(
+            in_file("stages: [a, b, a]\n"),
+            r#"config.yaml:1:16: stages[2]: duplicate stage "a""#
+        );
+        assert_eq!(
+            in_file("label: 'bad key!'\n"),
+            r#"config.yaml: label: "bad key!" is not a valid label key"#
+        );
     }
 
     #[test]
@@ -408,9 +622,9 @@ mod tests {
     #[test]
     fn refusals_name_the_key_and_the_problem() {
         let cases: &[(&str, &str)] = &[
-            ("labl: x\n", "unknown field"),
-            ("history:\n  limt: 3\n", "unknown field"),
-            ("override:\n  user: [a]\n", "unknown field"),
+            ("labl: x\n", "unknown key \"labl\"; did you mean \"label\"?"),
+            ("history:\n  limt: 3\n", "unknown key \"history.limt\""),
+            ("override:\n  user: [a]\n", "unknown key \"override.user\""),
             ("stages: [a, b, a]\n", "stages[2]: duplicate stage \"a\""),
             ("stages: [a, '']\n", "stages[1]: stage name is empty"),
             (

@@ -15,8 +15,10 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod logging;
 pub mod metrics;
 pub mod pem;
 pub mod server;
+pub mod suggest;
 #[cfg(test)]
 mod test_tls;

@@ -15,11 +15,11 @@ use clap::Parser;
 use stage_guard::admission::pipeline::{self, ClusterAnswer, PipelineError, Requester};
 use stage_guard::certs;
 use stage_guard::cli::{
-    CertsArgs, CheckArgs, Cli, Command, ConfigCommand, DefaultServe, LogFormat, ReviewArgs,
-    ReviewOperation, ServeArgs,
+    CertsArgs, CheckArgs, Cli, Command, ConfigCommand, DefaultServe, ReviewArgs, ReviewOperation,
+    ServeArgs,
 };
-use stage_guard::config::DEFAULT_CONFIG_YAML;
-use stage_guard::core::{Operation, Policy};
+use stage_guard::config::{DEFAULT_CONFIG_YAML, effective_yaml};
+use stage_guard::core::{Operation, Policy, plural};
 use stage_guard::server::{self, ServeOptions, Server};
 
 const EXIT_DENIED: u8 = 1;
@@ -51,27 +51,10 @@ fn usage_error(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
+/// The configuration, or exit code 2 with its error (which names the file, and where it can, the
+/// line and column).
 fn load_policy(path: Option<&Path>) -> Result<Policy, ExitCode> {
-    Policy::load(path).map_err(|e| match path {
-        Some(p) => usage_error(format!("configuration {}: {e}", p.display())),
-        None => usage_error(format!("configuration: {e}")),
-    })
-}
-
-fn init_logging(format: LogFormat, level: Option<&str>) -> Result<(), String> {
-    use tracing_subscriber::EnvFilter;
-    let filter = match level {
-        Some(l) => EnvFilter::try_new(l).map_err(|e| format!("--log-level {l:?}: {e}"))?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().with_current_span(false).init(),
-        LogFormat::Text => builder.with_ansi(false).init(),
-    }
-    Ok(())
+    Policy::load(path).map_err(usage_error)
 }
 
 fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
@@ -80,7 +63,7 @@ fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    if let Err(e) = init_logging(args.log_format, args.log_level.as_deref()) {
+    if let Err(e) = stage_guard::logging::init(args.log_format, args.log_level.as_deref()) {
         return usage_error(e);
     }
     let policy = match load_policy(args.config.as_deref()) {
@@ -97,9 +80,14 @@ fn serve(args: ServeArgs) -> ExitCode {
     if args.max_body_bytes == 0 {
         return usage_error("--max-body-bytes must be at least 1");
     }
+    let (listen, admin_listen) = match (args.listen.parse(), args.admin_listen.parse()) {
+        (Ok(l), Ok(a)) => (l, a),
+        (Err(e), _) => return usage_error(format!("--listen {e}")),
+        (_, Err(e)) => return usage_error(format!("--admin-listen {e}")),
+    };
     let opts = ServeOptions {
-        listen: args.listen,
-        admin_listen: args.admin_listen,
+        listen,
+        admin_listen,
         tls_cert_file: args.tls_cert_file,
         tls_key_file: args.tls_key_file,
         client_ca_file: args.client_ca_file,
@@ -113,7 +101,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         config = %args.config.as_ref().map_or("(embedded default)".into(), |p| p.display().to_string()),
         label = %policy.label,
         stages = policy.graph.stages().len(),
-        mode = ?policy.mode,
+        mode = policy.mode.as_str(),
         "configuration loaded"
     );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -136,10 +124,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         };
         let server = match Server::bind(opts, policy).await {
             Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start");
-                return usage_error(e);
-            }
+            // One line, like every other start-up error (a log line beside it would say it twice).
+            Err(e) => return usage_error(e),
         };
         match server.run(signals.first()).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -300,6 +286,8 @@ fn read_object(path: &Path) -> Result<serde_json::Value, String> {
     Ok(value)
 }
 
+/// A one-line verdict as a YAML comment, then the effective configuration: the whole output is a
+/// configuration file that checks to the same policy.
 fn config_check(file: &Path) -> ExitCode {
     match Policy::from_file(file) {
         Ok(p) => {
@@ -310,16 +298,17 @@ fn config_check(file: &Path) -> ExitCode {
                 .map(|s| p.graph.next_stages(Some(s)).len())
                 .sum();
             println!(
-                "{}: ok ({} stages, {} edges, entry: {}, mode: {:?})",
+                "# {}: ok ({}, {}, entry: {}, mode: {})",
                 file.display(),
-                p.graph.stages().len(),
-                edges,
+                plural(p.graph.stages().len(), "stage"),
+                plural(edges, "edge"),
                 p.graph.entry_stages().join(", "),
-                p.mode
+                p.mode.as_str()
             );
+            print!("{}", effective_yaml(&p));
             ExitCode::SUCCESS
         }
-        Err(e) => usage_error(format!("{}: {e}", file.display())),
+        Err(e) => usage_error(e),
     }
 }
 

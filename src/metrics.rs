@@ -38,6 +38,53 @@ enum ReloadResult {
     Failure,
 }
 
+/// `reason` of a refused TLS handshake on the webhook listener: a small fixed set, so a scan of
+/// the port cannot grow the number of series.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// Not finished within the handshake timeout.
+    Timeout,
+    /// The client spoke something else than TLS (plain HTTP on the TLS port).
+    NotTls,
+    /// No common TLS version, cipher suite or application protocol, or a malformed handshake.
+    Protocol,
+    /// Mutual TLS: the client presented no certificate.
+    NoClientCertificate,
+    /// Mutual TLS: the client's certificate does not chain to `--client-ca-file`, or is expired.
+    BadClientCertificate,
+    /// The client refused the serving certificate (a `caBundle` that does not match it).
+    ServerCertificateRejected,
+    /// The client closed or reset the connection before the handshake finished.
+    Closed,
+    Other,
+}
+
+impl HandshakeFailure {
+    pub const ALL: [HandshakeFailure; 8] = [
+        HandshakeFailure::Timeout,
+        HandshakeFailure::NotTls,
+        HandshakeFailure::Protocol,
+        HandshakeFailure::NoClientCertificate,
+        HandshakeFailure::BadClientCertificate,
+        HandshakeFailure::ServerCertificateRejected,
+        HandshakeFailure::Closed,
+        HandshakeFailure::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::NotTls => "not_tls",
+            HandshakeFailure::Protocol => "protocol",
+            HandshakeFailure::NoClientCertificate => "no_client_certificate",
+            HandshakeFailure::BadClientCertificate => "bad_client_certificate",
+            HandshakeFailure::ServerCertificateRejected => "server_certificate_rejected",
+            HandshakeFailure::Closed => "closed",
+            HandshakeFailure::Other => "other",
+        }
+    }
+}
+
 /// A label value written as a fixed word.
 fn word(encoder: &mut LabelValueEncoder, word: &str) -> Result<(), std::fmt::Error> {
     encoder.write_str(word)
@@ -70,6 +117,12 @@ impl EncodeLabelValue for ReloadResult {
                 ReloadResult::Failure => "failure",
             },
         )
+    }
+}
+
+impl EncodeLabelValue for HandshakeFailure {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        word(encoder, self.as_str())
     }
 }
 
@@ -115,6 +168,11 @@ struct ResultLabels {
     result: ReloadResult,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    reason: HandshakeFailure,
+}
+
 /// Every metric stage-guard exports.
 pub struct Metrics {
     registry: Registry,
@@ -123,6 +181,7 @@ pub struct Metrics {
     transitions: Family<TransitionLabels, Counter>,
     denials: Family<ReasonLabels, Counter>,
     tls_reloads: Family<ResultLabels, Counter>,
+    tls_handshake_failures: Family<HandshakeLabels, Counter>,
     cert_not_after: Gauge,
     patches: Counter,
 }
@@ -144,6 +203,7 @@ impl Metrics {
         let transitions = Family::<TransitionLabels, Counter>::default();
         let denials = Family::<ReasonLabels, Counter>::default();
         let tls_reloads = Family::<ResultLabels, Counter>::default();
+        let tls_handshake_failures = Family::<HandshakeLabels, Counter>::default();
         let cert_not_after = Gauge::default();
         let patches = Counter::default();
 
@@ -176,6 +236,11 @@ impl Metrics {
             "stage_guard_tls_reloads",
             "Attempts to load a changed serving certificate, by result",
             tls_reloads.clone(),
+        );
+        registry.register(
+            "stage_guard_tls_handshake_failures",
+            "TLS handshakes refused or abandoned on the webhook listener, by reason",
+            tls_handshake_failures.clone(),
         );
         registry.register(
             "stage_guard_tls_cert_not_after_timestamp_seconds",
@@ -226,6 +291,9 @@ impl Metrics {
         for result in [ReloadResult::Success, ReloadResult::Failure] {
             drop(tls_reloads.get_or_create(&ResultLabels { result }));
         }
+        for reason in HandshakeFailure::ALL {
+            drop(tls_handshake_failures.get_or_create(&HandshakeLabels { reason }));
+        }
 
         Metrics {
             registry,
@@ -234,6 +302,7 @@ impl Metrics {
             transitions,
             denials,
             tls_reloads,
+            tls_handshake_failures,
             cert_not_after,
             patches,
         }
@@ -303,6 +372,13 @@ impl Metrics {
         }
     }
 
+    /// Counts a TLS handshake on the webhook listener that did not complete.
+    pub fn tls_handshake_failed(&self, reason: HandshakeFailure) {
+        self.tls_handshake_failures
+            .get_or_create(&HandshakeLabels { reason })
+            .inc();
+    }
+
     /// Sets the expiry of the certificate loaded at start-up (not a reload).
     pub fn set_cert_not_after(&self, not_after_unix: i64) {
         self.cert_not_after.set(not_after_unix);
@@ -330,6 +406,8 @@ mod tests {
             "stage_guard_transitions_total{",
             "stage_guard_denials_total{reason=\"skip\"} 0",
             "stage_guard_tls_reloads_total{result=\"failure\"} 0",
+            "stage_guard_tls_handshake_failures_total{reason=\"not_tls\"} 0",
+            "stage_guard_tls_handshake_failures_total{reason=\"other\"} 0",
             "stage_guard_tls_cert_not_after_timestamp_seconds 0",
         ] {
             assert!(text.contains(family), "missing {family} in\n{text}");

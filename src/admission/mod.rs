@@ -193,7 +193,7 @@ fn mutate(
     let patch = patch::patch_for(policy, &plan, req);
     if !patch.0.is_empty() {
         record.patched = true;
-        record.message = format!("{} operation(s) patched", patch.0.len());
+        record.message = format!("{} patched", core::plural(patch.0.len(), "operation"));
     }
     record.stage_changed = plan.recorded.is_some();
     if let Some((from, to)) = &plan.recorded {
@@ -301,7 +301,7 @@ mod tests {
         assert_eq!(v["response"]["status"]["reason"], "Forbidden");
         assert_eq!(
             v["response"]["status"]["message"],
-            "stage change waiting-pr-created -> waiting-pr-approved on argo/wf denied (skip): skips waiting-ready-for-qa; allowed next: waiting-ready-for-qa"
+            r#"stage change "waiting-pr-created" -> "waiting-pr-approved" on argo/wf denied (skip): skips "waiting-ready-for-qa"; allowed next: "waiting-ready-for-qa""#
         );
         assert_eq!(v["response"]["auditAnnotations"]["decision"], "denied");
     }

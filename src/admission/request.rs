@@ -279,8 +279,7 @@ mod tests {
     fn summary(r: &Request<'_>) -> String {
         let meta = |m: &Meta<'_>| {
             let labels: BTreeMap<_, _> = m.labels.iter().collect();
-            let annotations: BTreeMap<_, _> =
-                m.annotations.iter().map(|(k, v)| (k, *v)).collect();
+            let annotations: BTreeMap<_, _> = m.annotations.iter().map(|(k, v)| (k, *v)).collect();
             format!(
                 "{} {} {:?} {:?} {:?} {} {} {labels:?} {annotations:?}",
                 m.present,
@@ -408,7 +407,8 @@ mod tests {
 
         /// Byte edits that tend to break JSON in interesting places.
         fn mutated(doc: impl Strategy<Value = Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
-            let alphabet: &'static [u8] = b"{}[]:,\"\\ \n0-1.eE+tnfula\x01\x7f\xc3\xa9u\xff\x80\xed";
+            let alphabet: &'static [u8] =
+                b"{}[]:,\"\\ \n0-1.eE+tnfula\x01\x7f\xc3\xa9u\xff\x80\xed";
             let edit = (
                 any::<prop::sample::Index>(),
                 0..3u8,

@@ -70,14 +70,19 @@ pub(crate) struct ObjectIn<'a> {
     pub(crate) metadata: Option<MetaIn<'a>>,
 }
 
+/// `metadata.labels`: values borrowed from the body where they are plain.
+pub(crate) type Labels<'a> = HashMap<Cow<'a, str>, Cow<'a, str>>;
+/// `metadata.annotations`: each value's raw JSON text.
+pub(crate) type Annotations<'a> = HashMap<Cow<'a, str>, &'a str>;
+
 #[derive(Default)]
 pub(crate) struct MetaIn<'a> {
     pub(crate) name: Option<String>,
     pub(crate) generate_name: Option<String>,
     pub(crate) resource_version: Option<String>,
-    pub(crate) labels: Option<HashMap<Cow<'a, str>, Cow<'a, str>>>,
+    pub(crate) labels: Option<Labels<'a>>,
     /// Annotation values as their raw JSON text (checked by the skipper), decoded when read.
-    pub(crate) annotations: Option<HashMap<Cow<'a, str>, &'a str>>,
+    pub(crate) annotations: Option<Annotations<'a>>,
 }
 
 pub(crate) struct Walker<'a> {
@@ -155,10 +160,7 @@ impl<'a> Walker<'a> {
 
     /// A map of strings (`labels`), values borrowed where they are plain; `null` is `None`. A repeated
     /// key keeps its last value, as serde_json's map does.
-    fn string_map(
-        &mut self,
-        field: &str,
-    ) -> Result<Option<HashMap<Cow<'a, str>, Cow<'a, str>>>, WalkError> {
+    fn string_map(&mut self, field: &str) -> Result<Option<Labels<'a>>, WalkError> {
         let mut map = HashMap::new();
         let present = self.object(field, |w, key| {
             let value = match w.plain_str()? {
@@ -172,7 +174,7 @@ impl<'a> Walker<'a> {
     }
 
     /// A map of raw JSON values (`annotations`): each value checked by the skipper and kept as text.
-    fn raw_map(&mut self, field: &str) -> Result<Option<HashMap<Cow<'a, str>, &'a str>>, WalkError> {
+    fn raw_map(&mut self, field: &str) -> Result<Option<Annotations<'a>>, WalkError> {
         let mut map = HashMap::new();
         let present = self.object(field, |w, key| {
             let start = skip::whitespace(w.b, w.i);

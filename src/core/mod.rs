@@ -8,6 +8,7 @@
 //! The server, `stage-guard review` and `stage-guard check` reach the rules through these two only.
 
 mod facts;
+mod fit;
 mod graph;
 pub mod history;
 mod plan;
@@ -25,7 +26,9 @@ pub use plan::{HistoryEdit, Plan};
 pub use policy::{HistoryConfig, Mode, OverrideConfig, Policy, Resubmit};
 pub use reason::Reason;
 pub use verdict::{Outcome, Verdict};
-pub use words::{WARNING_MAX_CHARS, show, show_stage, warning};
+pub use words::{
+    UNKNOWN_USER, WARNING_MAX_CHARS, plural, quote_stage, show, show_stage, show_user,
+};
 
 /// The validating webhook's decision on one write; `None` for what is not judged (DELETE,
 /// CONNECT: SPEC 4.1).

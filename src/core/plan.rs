@@ -9,7 +9,7 @@ use super::graph::StageChange;
 use super::history::{self, Entry};
 use super::policy::{Policy, Resubmit};
 use super::reason::Reason;
-use super::words::{show, warning};
+use super::words;
 
 /// What the incoming history annotation must become.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,11 +102,10 @@ pub(crate) fn plan(policy: &Policy, f: &Facts<'_>, now: SystemTime) -> Plan {
             }
             let base = match stored_history.map(history::parse) {
                 Some(Err(_)) => {
-                    plan.warnings.push(warning(&format!(
-                        "{} on {} did not parse; replaced by a fresh history",
-                        policy.history.annotation,
-                        show(&f.workflow)
-                    )));
+                    plan.warnings.push(words::history_replaced(
+                        &policy.history.annotation,
+                        &f.workflow,
+                    ));
                     Vec::new()
                 }
                 Some(Ok(entries)) => entries,

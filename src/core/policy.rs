@@ -13,12 +13,32 @@ pub enum Mode {
     Warn,
 }
 
+impl Mode {
+    /// As the configuration file spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Warn => "warn",
+        }
+    }
+}
+
 /// `resubmit`: what happens to the stage of a Workflow created by `argo resubmit` (SPEC 4.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Resubmit {
     Reset,
     Keep,
+}
+
+impl Resubmit {
+    /// As the configuration file spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resubmit::Reset => "reset",
+            Resubmit::Keep => "keep",
+        }
+    }
 }
 
 /// `history`: the stage-history annotation.

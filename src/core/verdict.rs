@@ -191,8 +191,8 @@ mod tests {
         assert_eq!(v.outcome, Outcome::Denied);
         assert_eq!(
             v.message,
-            "stage change waiting-pr-created -> waiting-pr-approved on argo/play-task-7 denied (skip): \
-             skips waiting-ready-for-qa; allowed next: waiting-ready-for-qa"
+            "stage change \"waiting-pr-created\" -> \"waiting-pr-approved\" on argo/play-task-7 denied (skip): \
+             skips \"waiting-ready-for-qa\"; allowed next: \"waiting-ready-for-qa\""
         );
     }
 
@@ -224,8 +224,9 @@ mod tests {
         let v = c.decide(&p);
         assert_eq!((v.outcome, v.reason), (Outcome::Allowed, Reason::Override));
         assert_eq!(v.warnings.len(), 1);
-        assert!(
-            v.warnings[0].contains("forced stage change waiting-pr-created -> waiting-pr-approved")
+        assert_eq!(
+            v.warnings[0],
+            "forced: argo/play-task-7 \"waiting-pr-created\" -> \"waiting-pr-approved\" by alice"
         );
         // where no mutating webhook ran: the annotation itself, and a legal change stays an advance
         let mut c = Case::change(A, B);
@@ -314,13 +315,13 @@ mod tests {
     fn messages_say_what_is_allowed_next() {
         let p = policy("");
         let v = Case::change(C, B).decide(&p);
-        assert!(v.message.ends_with("moves back from waiting-pr-approved to waiting-ready-for-qa; allowed next: none (waiting-pr-approved is final)"), "{}", v.message);
+        assert!(v.message.ends_with("moves back from \"waiting-pr-approved\" to \"waiting-ready-for-qa\"; allowed next: none (final stage)"), "{}", v.message);
         let v = Case::change(B, None).decide(&p);
-        assert!(v.message.contains("(label-removed): removes the current-stage label; allowed next: waiting-pr-approved"), "{}", v.message);
+        assert!(v.message.contains("(label-removed): removes the current-stage label; allowed next: \"waiting-pr-approved\""), "{}", v.message);
         let v = Case::change(Some("legacy"), A).decide(&p);
         assert!(
             v.message
-                .contains("the stored stage legacy is not a known stage"),
+                .contains("the stored stage \"legacy\" is not a known stage"),
             "{}",
             v.message
         );

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 
 use crate::admission::{self, Answer, Webhook};
 use crate::core::Policy;
-use crate::core::{Outcome, show};
+use crate::core::{Outcome, show, show_user};
 use crate::metrics::Metrics;
 
 /// Bodies above this size are answered on the blocking pool: parsing a 1 MiB Workflow takes long
@@ -251,7 +251,7 @@ fn log_answer(webhook: Webhook, answer: &Answer, elapsed: std::time::Duration) {
                 webhook = webhook.as_str(),
                 uid = %show(&r.uid),
                 workflow = %show(&r.workflow),
-                user = %show(&r.user),
+                user = %show_user(&r.user),
                 operation = r.operation.as_str(),
                 transition = %r.transition,
                 decision = r.decision.as_str(),

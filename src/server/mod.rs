@@ -1,7 +1,9 @@
 //! The `serve` command: a TLS webhook listener and a plain admin listener, certificate reload, and the
 //! drain-then-stop shutdown of SPEC 9.
 
+pub mod handshake;
 pub mod http;
+pub mod listen;
 pub mod reload;
 pub mod tls;
 
@@ -9,18 +11,20 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
 use crate::certs;
 use crate::core::Policy;
 use crate::metrics::Metrics;
 use http::AppState;
+use listen::{ListenAddr, ListenError};
 use reload::{ReloadEvent, ReloadingCertResolver};
 
 /// The API server keeps idle connections for up to 90 s; closing ours earlier would make it redial.
@@ -35,8 +39,8 @@ pub const CERT_POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// Everything `serve` needs, already parsed.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    pub listen: SocketAddr,
-    pub admin_listen: SocketAddr,
+    pub listen: ListenAddr,
+    pub admin_listen: ListenAddr,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
     pub client_ca_file: Option<PathBuf>,
@@ -59,12 +63,8 @@ pub enum StartError {
     Certificate(#[from] crate::pem::PemError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    #[error("cannot listen on {addr} ({listener}): {source}")]
-    Bind {
-        listener: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] ListenError),
 }
 
 /// The certificate files to serve and watch.
@@ -106,13 +106,17 @@ pub struct Server {
     resolver: Arc<ReloadingCertResolver>,
     certs: CertSource,
     tls: Arc<rustls::ServerConfig>,
-    webhook: TcpListener,
-    admin: TcpListener,
+    /// One listener per address `--listen` resolves to, all on one port; the same for the admin.
+    webhook: Vec<TcpListener>,
+    admin: Vec<TcpListener>,
 }
 
 impl Server {
     /// Checks the certificates and binds both listeners.
     pub async fn bind(opts: ServeOptions, policy: Policy) -> Result<Server, StartError> {
+        // A name that does not resolve stops the start before any certificate is made.
+        opts.listen.resolve("--listen").await?;
+        opts.admin_listen.resolve("--admin-listen").await?;
         let certs = cert_source(&opts)?;
         let loaded = crate::pem::load_certified_key(&certs.cert, &certs.key)?;
         let metrics = Metrics::new(&policy);
@@ -120,17 +124,8 @@ impl Server {
         let resolver = Arc::new(ReloadingCertResolver::new(loaded));
         let tls = tls::server_config(resolver.clone(), opts.client_ca_file.as_deref())?;
 
-        let bind = |listener: &'static str, addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind {
-                    listener,
-                    addr,
-                    source,
-                })
-        };
-        let webhook = bind("webhook", opts.listen).await?;
-        let admin = bind("admin", opts.admin_listen).await?;
+        let webhook = opts.listen.bind("--listen").await?;
+        let admin = opts.admin_listen.bind("--admin-listen").await?;
         let state = Arc::new(AppState::new(policy, metrics, opts.max_body_bytes));
         Ok(Server {
             opts,
@@ -155,8 +150,6 @@ impl Server {
             webhook,
             admin,
         } = self;
-        let webhook_addr = webhook.local_addr()?;
-        let admin_addr = admin.local_addr()?;
 
         let watcher = {
             let state = state.clone();
@@ -174,17 +167,23 @@ impl Server {
             ))
         };
 
-        let (stop_admin_tx, mut stop_admin_rx) = watch::channel(false);
-        let admin_task = tokio::spawn(
-            axum::serve(admin, http::admin_router(state.clone()))
-                .with_graceful_shutdown(async move {
-                    let _ = stop_admin_rx.wait_for(|stop| *stop).await;
-                })
-                .into_future(),
-        );
-
-        tracing::info!(listener = "webhook", address = %webhook_addr, "listening");
-        tracing::info!(listener = "admin", address = %admin_addr, "listening");
+        let (stop_admin_tx, stop_admin_rx) = watch::channel(false);
+        let mut admin_tasks = Vec::new();
+        for listener in admin {
+            let address = listener.local_addr()?;
+            let mut stop = stop_admin_rx.clone();
+            admin_tasks.push(tokio::spawn(
+                axum::serve(listener, http::admin_router(state.clone()))
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|stop| *stop).await;
+                    })
+                    .into_future(),
+            ));
+            tracing::info!(listener = "admin", %address, "listening");
+        }
+        for listener in &webhook {
+            tracing::info!(listener = "webhook", address = %listener.local_addr()?, "listening");
+        }
         state.ready.store(true, Ordering::SeqCst);
 
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -224,7 +223,9 @@ impl Server {
         }
         watcher.abort();
         let _ = stop_admin_tx.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+        for task in admin_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -243,7 +244,7 @@ pub fn http1_builder() -> hyper::server::conn::http1::Builder {
 
 /// Accepts TLS connections until told to stop; returns the watcher that can drain them.
 async fn accept_loop(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     tls: Arc<rustls::ServerConfig>,
     state: Arc<AppState>,
     max_connections: usize,
@@ -251,8 +252,9 @@ async fn accept_loop(
 ) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let router = http::webhook_router(state);
+    let router = http::webhook_router(state.clone());
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    let refusals = Arc::new(handshake::LogLimiter::new(handshake::LOG_WINDOW));
     loop {
         // Wait for a free slot before accepting: under overload, clients queue in the kernel backlog
         // instead of the process running out of memory or file descriptors.
@@ -265,7 +267,7 @@ async fn accept_loop(
         };
         let (tcp, peer) = tokio::select! {
             _ = stopped(&mut stop) => break,
-            accepted = listener.accept() => match accepted {
+            accepted = accept_any(&listeners) => match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     // EMFILE and friends: back off briefly rather than spin.
@@ -279,12 +281,24 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone());
         let watcher = graceful.watcher();
+        let (state, refusals) = (state.clone(), refusals.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let stream = match tls::accept_with_timeout(&acceptor, tcp, HANDSHAKE_TIMEOUT).await {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                    let reason = handshake::classify(&e);
+                    state.metrics.tls_handshake_failed(reason);
+                    if let Some(suppressed) = refusals.admit(reason, Instant::now()) {
+                        tracing::warn!(
+                            peer = %peer,
+                            reason = reason.as_str(),
+                            error = %e,
+                            hint = handshake::hint(reason),
+                            suppressed,
+                            "TLS handshake refused"
+                        );
+                    }
                     return;
                 }
             };
@@ -295,6 +309,19 @@ async fn accept_loop(
         });
     }
     graceful
+}
+
+/// The next connection on any of the listeners.
+async fn accept_any(listeners: &[TcpListener]) -> std::io::Result<(TcpStream, SocketAddr)> {
+    std::future::poll_fn(|cx| {
+        for listener in listeners {
+            if let Poll::Ready(accepted) = listener.poll_accept(cx) {
+                return Poll::Ready(accepted);
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Resolves once the flag turns true (or its sender is gone).

@@ -1273,7 +1273,19 @@ async fn warn_mode_admits_illegal_changes_with_a_warning() {
             .await
             .unwrap_or_else(|e| panic!("{reason}: {e:?}"));
         assert_eq!(stage(&out.object).as_deref(), to);
-        assert!(!out.warnings.is_empty(), "{reason}: a warning comes back");
+        // One warning: the workflow, the change and what is allowed next (SPEC 4.7).
+        let change = format!(
+            "{NS}/{wf} \"{PR_CREATED}\" -> {}",
+            to.map_or("none".to_string(), |t| format!("{t:?}"))
+        );
+        assert!(
+            out.warnings
+                .iter()
+                .any(|w| w.starts_with(&format!("warn: {change}"))
+                    && w.ends_with(&format!("; allowed next: \"{READY_FOR_QA}\""))),
+            "{reason}: {:?}",
+            out.warnings
+        );
         assert_eq!(out.validating_audit("decision"), Some("warned"), "{reason}");
         assert_eq!(out.validating_audit("reason"), Some(reason));
         assert_entry(

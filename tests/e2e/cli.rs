@@ -68,7 +68,7 @@ fn check_denies_with_the_reason_and_what_is_allowed_next() {
                 "--to",
                 "waiting-pr-approved",
             ],
-            "denied (skip): skips waiting-ready-for-qa; allowed next: waiting-ready-for-qa",
+            r#"denied (skip): skips "waiting-ready-for-qa"; allowed next: "waiting-ready-for-qa""#,
         ),
         (
             &[
@@ -123,7 +123,9 @@ fn check_override_needs_a_listed_user_or_group() {
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).contains("allowed (override)"), "{}", stdout(&o));
     assert!(
-        stderr(&o).contains("warning: forced stage change"),
+        stderr(&o).contains(
+            r#"warning: forced: (offline check) "waiting-pr-created" -> "waiting-pr-approved" by alice"#
+        ),
         "{}",
         stderr(&o)
     );
@@ -141,6 +143,45 @@ fn check_override_needs_a_listed_user_or_group() {
         "{}",
         stdout(&o)
     );
+}
+
+#[test]
+fn cluster_administrators_may_force_a_change_out_of_the_box() {
+    // The embedded default and the shipped deploy/base/config.yaml: system:masters may override.
+    let shipped = format!("{}/deploy/base/config.yaml", env!("CARGO_MANIFEST_DIR"));
+    for config in [None, Some(shipped.as_str())] {
+        let mut base = vec!["check"];
+        if let Some(path) = config {
+            base.extend(["--config", path]);
+        }
+        base.extend([
+            "--from",
+            "waiting-pr-approved",
+            "--to",
+            "waiting-pr-created",
+            "--override-reason",
+            "QA found a regression",
+        ]);
+        let mut admin = base.clone();
+        admin.extend(["--user", "admin", "--group", "system:masters"]);
+        let o = run(&admin);
+        assert_eq!(o.status.code(), Some(0), "{config:?}: {}", stdout(&o));
+        assert!(
+            stdout(&o).contains("allowed (override): forced by admin"),
+            "{}",
+            stdout(&o)
+        );
+
+        let mut bob = base.clone();
+        bob.extend(["--user", "bob", "--group", "developers"]);
+        let o = run(&bob);
+        assert_eq!(o.status.code(), Some(1), "{config:?}: {}", stdout(&o));
+        assert!(
+            stdout(&o).contains("denied (override-not-permitted): bob may not force"),
+            "{}",
+            stdout(&o)
+        );
+    }
 }
 
 #[test]
@@ -210,7 +251,23 @@ fn config_check_names_the_key_and_the_problem() {
             "stages: [a, b]\ntransitions:\n  a: [c]\n",
             "transitions.a[0]: unknown stage \"c\"",
         ),
-        ("stages: [a]\nhistory:\n  annotaton: x\n", "unknown field"),
+        (
+            "stages: [a]\nhistory:\n  annotaton: x\n",
+            ":3:3: unknown key \"history.annotaton\"; did you mean \"history.annotation\"?",
+        ),
+        (
+            "stages: [a]\ntrasitions: {}\n",
+            ":2:1: unknown key \"trasitions\"; did you mean \"transitions\"?",
+        ),
+        (
+            "stages: [a, b]\ntransitions:\n  a: [bb]\n",
+            ":3:7: transitions.a[0]: unknown stage \"bb\"; did you mean \"b\"?",
+        ),
+        ("stages: [a\nmode: warn\n", ":2:5: "),
+        (
+            "# only a comment\n",
+            ": the file is empty; run 'stage-guard config default' for a starting point",
+        ),
         ("stages: [a]\nmode: strict\n", "strict"),
         (
             "stages: [a]\nentry: []\n",
@@ -221,7 +278,15 @@ fn config_check_names_the_key_and_the_problem() {
         let bad = config_file(&dir, yaml);
         let o = run(&["config", "check", &bad]);
         assert_eq!(o.status.code(), Some(2), "{yaml}");
+        // One line: the file's name (and position), the key, the problem.
+        assert_eq!(stderr(&o).lines().count(), 1, "{yaml}: {}", stderr(&o));
+        assert!(
+            stderr(&o).starts_with(&format!("stage-guard: {bad}")),
+            "{yaml}: {}",
+            stderr(&o)
+        );
         assert!(stderr(&o).contains(want), "{yaml}: {}", stderr(&o));
+        assert!(stdout(&o).is_empty(), "{}", stdout(&o));
     }
     let o = run(&["config", "check", "/no/such/file.yaml"]);
     assert_eq!(o.status.code(), Some(2));
@@ -242,8 +307,51 @@ fn config_default_prints_a_configuration_that_checks() {
     let path = config_file(&dir, &text);
     let o = run(&["config", "check", &path]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let checked = stdout(&o);
     assert!(
-        stdout(&o).contains("ok (3 stages, 2 edges, entry: waiting-pr-created, mode: Enforce)")
+        checked.starts_with(&format!(
+            "# {path}: ok (3 stages, 2 edges, entry: waiting-pr-created, mode: enforce)\n"
+        )),
+        "{checked}"
+    );
+    // The rest is the effective configuration in the file's own spelling: a file that checks
+    // again, to the same output.
+    for line in [
+        "mode: enforce",
+        "resubmit: reset",
+        "groups: [system:masters]",
+    ] {
+        assert!(
+            checked.lines().any(|l| l.trim() == line),
+            "{line}: {checked}"
+        );
+    }
+    let again = config_file(&dir, &checked);
+    let o = run(&["config", "check", &again]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).lines().skip(1).collect::<Vec<_>>(),
+        checked.lines().skip(1).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn one_stage_and_one_edge_are_counted_in_the_singular() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = config_file(&dir, "stages: [only]\n");
+    let o = run(&["config", "check", &one]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("ok (1 stage, 0 edges"),
+        "{}",
+        stdout(&o)
+    );
+    let two = config_file(&dir, "stages: [a, b]\nmode: warn\n");
+    let o = run(&["config", "check", &two]);
+    assert!(
+        stdout(&o).contains("ok (2 stages, 1 edge, entry: a, mode: warn)"),
+        "{}",
+        stdout(&o)
     );
 }
 
@@ -617,6 +725,129 @@ fn serve_refuses_a_bad_config_or_missing_certificates_with_exit_2() {
 
     let o = serve_expecting_exit(&["--log-format", "yaml"]);
     assert_eq!(o.status.code(), Some(2));
+
+    // An empty file is not the default pipeline.
+    let empty = config_file(&dir, "\n# to be filled in\n");
+    let o = serve_expecting_exit(&["--config", &empty]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o).trim_end(),
+        format!(
+            "stage-guard: {empty}: the file is empty; run 'stage-guard config default' for a starting point"
+        )
+    );
+}
+
+#[test]
+fn serve_refuses_an_unknown_log_level_in_one_line_with_exit_2() {
+    for (level, problem) in [
+        (
+            "warning",
+            r#""warning" is not a level (did you mean warn?)"#,
+        ),
+        ("stage_guard=loud", r#""loud" is not a level"#),
+        ("stage guard=debug", r#""stage guard" is not a log target"#),
+    ] {
+        let o = serve_expecting_exit(&["--log-level", level]);
+        assert_eq!(o.status.code(), Some(2), "{level}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{level}: {err}");
+        assert!(err.contains(problem), "{level}: {err}");
+        assert!(
+            err.contains("error|warn|info|debug|trace") && err.contains("stage_guard=debug"),
+            "{err}"
+        );
+    }
+    // The environment twin is checked the same way.
+    let o = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .env("STAGE_GUARD_LOG_LEVEL", "verbose")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(r#""verbose" is not a level"#),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn serve_refuses_a_listen_address_it_cannot_use_in_one_line_with_exit_2() {
+    for (flag, value, problem) in [
+        (
+            "--listen",
+            "no-such-host.invalid:8443",
+            "stage-guard: --listen no-such-host.invalid:8443: the name ",
+        ),
+        (
+            "--admin-listen",
+            "no-such-host.invalid:8080",
+            "stage-guard: --admin-listen no-such-host.invalid:8080: the name ",
+        ),
+        (
+            "--listen",
+            "8443",
+            "stage-guard: --listen \"8443\" is not HOST:PORT (no port)",
+        ),
+        (
+            "--admin-listen",
+            "::1:8080",
+            "stage-guard: --admin-listen \"::1:8080\" is not HOST:PORT (an IPv6 address goes in brackets",
+        ),
+    ] {
+        let (listen, admin) = if flag == "--listen" {
+            (value, "127.0.0.1:0")
+        } else {
+            ("127.0.0.1:0", value)
+        };
+        let certs = tempfile::tempdir().unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", listen, "--admin-listen", admin])
+            .arg("--dev-cert-dir")
+            .arg(certs.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("serve {flag} {value} kept running");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {}", stderr(&o));
+        // The error is one line, the last; log lines of the start before it are no errors.
+        let err = stderr(&o);
+        let errors: Vec<&str> = err
+            .lines()
+            .filter(|l| l.starts_with("stage-guard:") || l.contains("ERROR"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{err}");
+        assert!(errors[0].starts_with(problem), "{err}");
+        assert_eq!(err.lines().last(), Some(errors[0]), "{err}");
+    }
+}
+
+#[test]
+fn serve_takes_a_level_or_directives() {
+    // `listening` is an info line of the stage_guard target: it shows through both filters.
+    for level in ["info", "stage_guard=debug,warn"] {
+        let webhook = crate::support::process::Webhook::builder()
+            .args(&["--log-level", level])
+            .start();
+        assert!(webhook.webhook_addr.port() > 0, "{level}");
+    }
 }
 
 #[test]
@@ -636,10 +867,10 @@ fn offline_answers_are_the_clusters_in_warn_mode_too() {
     assert_eq!(v["response"]["allowed"], true);
     assert_eq!(v["response"]["auditAnnotations"]["decision"], "warned");
     assert_eq!(v["response"]["auditAnnotations"]["reason"], "skip");
-    assert!(
-        v["response"]["warnings"][0].as_str().unwrap().starts_with(
-            "stage-guard warn mode: stage change waiting-pr-created -> waiting-pr-approved"
-        ),
+    // The workflow, the change and what is allowed next, in the 120 characters of SPEC 4.7.
+    assert_eq!(
+        v["response"]["warnings"][0],
+        r#"warn: argo/play-task-7 "waiting-pr-created" -> "waiting-pr-approved" skips 1 stage; allowed next: "waiting-ready-for-qa""#,
         "{v}"
     );
 
@@ -654,10 +885,9 @@ fn offline_answers_are_the_clusters_in_warn_mode_too() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("warned (skip)"), "{}", stdout(&o));
-    assert!(
-        stderr(&o).contains("warning: stage-guard warn mode"),
-        "{}",
-        stderr(&o)
+    assert_eq!(
+        stderr(&o).trim_end(),
+        r#"warning: warn: (offline check) "waiting-pr-created" -> "waiting-pr-approved" skips 1 stage; allowed next: "waiting-ready-for-qa""#,
     );
 }
 
@@ -703,8 +933,7 @@ fn review_judges_the_stored_and_the_incoming_workflow() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(
         v["response"]["status"]["message"],
-        "stage change waiting-pr-created -> waiting-pr-approved on argo/task-7 denied (skip): \
-         skips waiting-ready-for-qa; allowed next: waiting-ready-for-qa"
+        r#"stage change "waiting-pr-created" -> "waiting-pr-approved" on argo/task-7 denied (skip): skips "waiting-ready-for-qa"; allowed next: "waiting-ready-for-qa""#
     );
 
     let o = run(&["review", "--old", &old, "--new", &advance, "--user", "bob"]);

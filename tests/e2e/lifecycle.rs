@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::process::Webhook;
+use crate::support::process::{Webhook, log_field};
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -340,6 +340,183 @@ async fn mutual_tls_requires_a_client_certificate_from_the_client_ca() {
         assert!(refused, "a client with {identity:?} was served");
     }
     // Probes stay on the plain admin listener.
+    assert_eq!(webhook.admin_get("/readyz").await.status, 200);
+}
+
+/// The webhook listener's `stage_guard_tls_handshake_failures_total` for one reason.
+async fn refusals(webhook: &Webhook, reason: &str) -> f64 {
+    let series = format!("stage_guard_tls_handshake_failures_total{{reason=\"{reason}\"}}");
+    metric(webhook, &series).await.unwrap_or(-1.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_handshakes_are_counted_by_reason_and_logged_at_warn_once_per_window() {
+    let (client_ca, client_cert, client_key) = client_identity();
+    let (_other_ca, other_cert, other_key) = client_identity();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("client-ca.crt");
+    std::fs::write(&ca_path, &client_ca).unwrap();
+    let webhook = Webhook::builder()
+        .args(&["--client-ca-file", ca_path.to_str().unwrap()])
+        .start();
+    let server_ca = std::fs::read_to_string(webhook.ca_file()).unwrap();
+    // Exported from start-up, at zero.
+    for reason in [
+        "timeout",
+        "not_tls",
+        "protocol",
+        "no_client_certificate",
+        "bad_client_certificate",
+        "server_certificate_rejected",
+        "closed",
+        "other",
+    ] {
+        assert_eq!(refusals(&webhook, reason).await, 0.0, "{reason}");
+    }
+
+    // Plain HTTP on the TLS port, three times: the server closes each connection.
+    for _ in 0..3 {
+        let mut tcp = TcpStream::connect(webhook.webhook_addr).await.unwrap();
+        tcp.write_all(b"GET /validate HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(WAIT, tcp.read_to_end(&mut sink)).await;
+    }
+    // A client that does not trust the serving certificate (the caBundle of another CA).
+    let stranger = bundle();
+    let result = tls_connect(
+        webhook.webhook_addr,
+        client(&[&stranger.ca_cert_pem], Some((&client_cert, &client_key))),
+    )
+    .await;
+    assert!(
+        result.is_err(),
+        "a client that distrusts the server went through"
+    );
+    // No client certificate, and one from another CA: under TLS 1.3 the refusal reaches the client
+    // after its side of the handshake, so send a review to see it.
+    for identity in [None, Some((other_cert.as_str(), other_key.as_str()))] {
+        if let Ok(mut s) = tls_connect(webhook.webhook_addr, client(&[&server_ca], identity)).await
+        {
+            assert!(review(&mut s, "refused").await.is_err(), "{identity:?}");
+        }
+    }
+    // Only HTTP/2 offered: no common application protocol.
+    let mut h2_only = (*client(&[&server_ca], Some((&client_cert, &client_key)))).clone();
+    h2_only.alpn_protocols = vec![b"h2".to_vec()];
+    assert!(
+        tls_connect(webhook.webhook_addr, Arc::new(h2_only))
+            .await
+            .is_err()
+    );
+    // Connected, then gone before saying anything.
+    drop(TcpStream::connect(webhook.webhook_addr).await.unwrap());
+
+    let want = [
+        ("not_tls", 3.0),
+        ("server_certificate_rejected", 1.0),
+        ("no_client_certificate", 1.0),
+        ("bad_client_certificate", 1.0),
+        ("protocol", 1.0),
+        ("closed", 1.0),
+    ];
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut got = Vec::new();
+        for (reason, _) in want {
+            got.push((reason, refusals(&webhook, reason).await));
+        }
+        if got == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "refusals counted: {got:?}, want {want:?}\n{}",
+            webhook.lines().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(refusals(&webhook, "other").await, 0.0);
+
+    // Logged at warn with the reason and a hint; the three plain-HTTP refusals of one burst share
+    // fewer lines (one per reason per window), the others counted in `suppressed`.
+    let lines: Vec<Value> = webhook
+        .log_values()
+        .into_iter()
+        .filter(|v| {
+            log_field(v, "message").and_then(Value::as_str) == Some("TLS handshake refused")
+        })
+        .collect();
+    for (reason, _) in want {
+        let of_reason: Vec<&Value> = lines
+            .iter()
+            .filter(|v| log_field(v, "reason").and_then(Value::as_str) == Some(reason))
+            .collect();
+        assert!(!of_reason.is_empty(), "no log line for {reason}: {lines:?}");
+        for line in &of_reason {
+            assert_eq!(line["level"], "WARN", "{line}");
+            assert!(
+                log_field(line, "hint").is_some_and(Value::is_string),
+                "{line}"
+            );
+            assert!(log_field(line, "peer").is_some(), "{line}");
+        }
+    }
+    let not_tls_lines = lines
+        .iter()
+        .filter(|v| log_field(v, "reason").and_then(Value::as_str) == Some("not_tls"))
+        .count();
+    assert!(
+        not_tls_lines < 3,
+        "{not_tls_lines} lines for 3 refusals in one burst"
+    );
+    // A trusted client is still served.
+    let mut ok = tls_connect(
+        webhook.webhook_addr,
+        client(&[&server_ca], Some((&client_cert, &client_key))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(review(&mut ok, "after").await.unwrap(), "after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_listeners_take_a_host_name() {
+    let webhook = Webhook::builder()
+        .listen("localhost:0")
+        .admin_listen("localhost:0")
+        .start();
+    // Every address `localhost` resolves to is bound, on one port.
+    let listening: Vec<(String, SocketAddr)> = webhook
+        .log_values()
+        .iter()
+        .filter(|v| log_field(v, "message").and_then(Value::as_str) == Some("listening"))
+        .filter_map(|v| {
+            let listener = log_field(v, "listener")?.as_str()?.to_owned();
+            let address = log_field(v, "address")?.as_str()?.parse().ok()?;
+            Some((listener, address))
+        })
+        .collect();
+    for listener in ["webhook", "admin"] {
+        let addrs: Vec<&SocketAddr> = listening
+            .iter()
+            .filter(|(l, _)| l == listener)
+            .map(|(_, a)| a)
+            .collect();
+        assert!(!addrs.is_empty(), "{listener}: {listening:?}");
+        assert!(
+            addrs
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == addrs[0].port()),
+            "{listener}: {addrs:?}"
+        );
+    }
+    let server_ca = std::fs::read_to_string(webhook.ca_file()).unwrap();
+    let mut stream = tls_connect(webhook.webhook_addr, client(&[&server_ca], None))
+        .await
+        .unwrap();
+    assert_eq!(review(&mut stream, "by-name").await.unwrap(), "by-name");
     assert_eq!(webhook.admin_get("/readyz").await.status, 200);
 }
 

@@ -164,7 +164,7 @@ fn a_pipeline_submitted_from_its_template_moves_through_its_stages(suite: &Suite
     expect_error(
         &out,
         &denied_by_stage_guard(&format!(
-            "stage change {READY_FOR_QA} -> {PR_CREATED} on {ARGO_NS}/{name} denied (regression): moves back from {READY_FOR_QA} to {PR_CREATED}; allowed next: {PR_APPROVED}"
+            "stage change \"{READY_FOR_QA}\" -> \"{PR_CREATED}\" on {ARGO_NS}/{name} denied (regression): moves back from \"{READY_FOR_QA}\" to \"{PR_CREATED}\"; allowed next: \"{PR_APPROVED}\""
         )),
     )?;
     t.move_to(ARGO_WORKFLOW, &name, PR_APPROVED)?.ok()?;

@@ -75,14 +75,14 @@ fn creates_past_the_entry_or_at_an_unknown_stage_are_denied(suite: &Suite) -> Re
     expect_error(
         &skip,
         &create_denied_by_stage_guard(&format!(
-            "stage change none -> {READY_FOR_QA} on {ns}/skipper denied (skip): skips {PR_CREATED}; allowed next: {PR_CREATED}"
+            "stage change none -> \"{READY_FOR_QA}\" on {ns}/skipper denied (skip): skips \"{PR_CREATED}\"; allowed next: \"{PR_CREATED}\""
         )),
     )?;
     let unknown = t.create(ALICE, &workflow_at("stranger", Some("somewhere-else")))?;
     expect_error(
         &unknown,
         &create_denied_by_stage_guard(&format!(
-            "stage change none -> somewhere-else on {ns}/stranger denied (unknown-stage): somewhere-else is not a known stage; allowed next: {PR_CREATED}"
+            "stage change none -> \"somewhere-else\" on {ns}/stranger denied (unknown-stage): \"somewhere-else\" is not a known stage; allowed next: \"{PR_CREATED}\""
         )),
     )?;
     let listed = t
@@ -183,7 +183,7 @@ fn resubmit_keep_admits_the_copy_where_it_was(suite: &Suite) -> Result<()> {
     expect_error(
         &out,
         &create_denied_by_stage_guard(&format!(
-            "stage change none -> {READY_FOR_QA} on {ns}/not-resubmitted denied (skip): skips {PR_CREATED}; allowed next: {PR_CREATED}"
+            "stage change none -> \"{READY_FOR_QA}\" on {ns}/not-resubmitted denied (skip): skips \"{PR_CREATED}\"; allowed next: \"{PR_CREATED}\""
         )),
     )?;
     Ok(())

@@ -21,6 +21,7 @@ mod helm;
 mod imitation;
 mod races;
 mod recorder;
+mod recovery;
 mod rotation;
 mod stage_moves;
 mod tls;
@@ -45,6 +46,7 @@ fn main() {
     let suite = Arc::new(Suite::new());
     let groups: &[(&str, &[Scenario])] = &[
         ("stage_moves", stage_moves::SCENARIOS),
+        ("recovery", recovery::SCENARIOS),
         ("create", create::SCENARIOS),
         ("unjudged", unjudged::SCENARIOS),
         ("races", races::SCENARIOS),

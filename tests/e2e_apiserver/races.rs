@@ -74,7 +74,7 @@ fn twenty_racing_jumps_are_all_denied(suite: &Suite) -> Result<()> {
     let created = t.create_ok(ALICE, &workflow_at("jumped", Some(PR_CREATED)))?;
     let outs = racing_moves(&t, "jumped", PR_APPROVED)?;
     let expected = denied_by_stage_guard(&format!(
-        "stage change {PR_CREATED} -> {PR_APPROVED} on {}/jumped denied (skip): skips {READY_FOR_QA}; allowed next: {READY_FOR_QA}",
+        "stage change \"{PR_CREATED}\" -> \"{PR_APPROVED}\" on {}/jumped denied (skip): skips \"{READY_FOR_QA}\"; allowed next: \"{READY_FOR_QA}\"",
         t.ns
     ));
     for out in &outs {

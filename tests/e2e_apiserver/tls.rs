@@ -103,6 +103,8 @@ fn certificate_rotation_by_symlink_swap_reaches_the_api_server(suite: &Suite) ->
                 .contains("x509: certificate signed by unknown authority")
     })
     .context("the API server kept trusting the old certificate")?;
+    // stage-guard sees the API server's refusal (Go's bad_certificate alert), counts and logs it.
+    expect_refused_handshakes(&t, "server_certificate_rejected")?;
 
     // kubelet's swap: new connections get the new pair without a restart.
     swap_data_link(root, "..2026_12_01_11_00_00.2")?;
@@ -191,5 +193,31 @@ fn mutual_tls_through_the_admission_configuration(suite: &Suite) -> Result<()> {
         requests == 0.0,
         "{requests} requests were answered without a client certificate"
     );
+    expect_refused_handshakes(&t, "no_client_certificate")?;
+    Ok(())
+}
+
+/// The webhook counted refused handshakes of `reason` and logged one at warn.
+fn expect_refused_handshakes(t: &Install<'_>, reason: &str) -> Result<()> {
+    let counted = crate::support::checks::metric_sum(
+        &t.metrics()?,
+        "stage_guard_tls_handshake_failures_total",
+        &[("reason", reason)],
+    );
+    ensure!(
+        counted >= 1.0,
+        "stage_guard_tls_handshake_failures_total{{reason={reason}}} = {counted}"
+    );
+    let field = |v: &serde_json::Value, key: &str| {
+        crate::support::process::log_field(v, key)
+            .and_then(|f| f.as_str())
+            .map(str::to_string)
+    };
+    let logged = t.webhook.log_values().into_iter().any(|v| {
+        v["level"] == "WARN"
+            && field(&v, "message").as_deref() == Some("TLS handshake refused")
+            && field(&v, "reason").as_deref() == Some(reason)
+    });
+    ensure!(logged, "no warn line for a refused handshake ({reason})");
     Ok(())
 }

@@ -141,7 +141,7 @@ fn a_workflow_illegal_before_install_stays_updatable(suite: &Suite) -> Result<()
     expect_error(
         &out,
         &denied_by_stage_guard(&format!(
-            "stage change stage-from-last-year -> {READY_FOR_QA} on {ns}/legacy denied (unknown-stage): the stored stage stage-from-last-year is not a known stage; allowed next: none from an unknown stage (a permitted override can set a known one)"
+            "stage change \"stage-from-last-year\" -> \"{READY_FOR_QA}\" on {ns}/legacy denied (unknown-stage): the stored stage \"stage-from-last-year\" is not a known stage; allowed next: none from an unknown stage (a permitted override can set a known one)"
         )),
     )?;
     drop(t);
@@ -197,7 +197,7 @@ fn server_side_dry_run_is_judged_and_stores_nothing(suite: &Suite) -> Result<()>
     expect_error(
         &out,
         &denied_by_stage_guard(&format!(
-            "stage change {PR_CREATED} -> {PR_APPROVED} on {}/dry denied (skip): skips {READY_FOR_QA}; allowed next: {READY_FOR_QA}",
+            "stage change \"{PR_CREATED}\" -> \"{PR_APPROVED}\" on {}/dry denied (skip): skips \"{READY_FOR_QA}\"; allowed next: \"{READY_FOR_QA}\"",
             t.ns
         )),
     )?;

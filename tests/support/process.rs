@@ -96,6 +96,7 @@ pub fn log_field<'a>(line: &'a Value, key: &str) -> Option<&'a Value> {
 pub struct WebhookBuilder {
     config_yaml: Option<String>,
     listen: String,
+    admin_listen: String,
     args: Vec<String>,
 }
 
@@ -109,6 +110,12 @@ impl WebhookBuilder {
     /// The webhook listener's address (default `127.0.0.1:0`, a free port).
     pub fn listen(mut self, addr: &str) -> Self {
         self.listen = addr.to_string();
+        self
+    }
+
+    /// The admin listener's address (default `127.0.0.1:0`).
+    pub fn admin_listen(mut self, addr: &str) -> Self {
+        self.admin_listen = addr.to_string();
         self
     }
 
@@ -147,6 +154,7 @@ impl Webhook {
         WebhookBuilder {
             config_yaml: None,
             listen: "127.0.0.1:0".to_string(),
+            admin_listen: "127.0.0.1:0".to_string(),
             args: Vec::new(),
         }
     }
@@ -165,7 +173,7 @@ impl Webhook {
         let cert_dir = dir.path().join("certs");
         let mut cmd = command();
         cmd.arg("serve")
-            .args(["--listen", &b.listen, "--admin-listen", "127.0.0.1:0"])
+            .args(["--listen", &b.listen, "--admin-listen", &b.admin_listen])
             .args(["--log-format", "json"])
             .arg("--dev-cert-dir")
             .arg(&cert_dir);

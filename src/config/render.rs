@@ -1,0 +1,118 @@
+//! The effective configuration as YAML (`stage-guard config check`): every key, with the values the
+//! embedded default filled in and the graph written out, in the spelling the file accepts. The
+//! output is itself a configuration that checks to the same policy.
+
+use std::fmt::Write as _;
+
+use crate::core::Policy;
+
+/// The policy as a complete configuration file.
+pub fn effective_yaml(policy: &Policy) -> String {
+    let graph = &policy.graph;
+    let mut y = String::new();
+    // Writing into a String cannot fail.
+    let _ = writeln!(y, "label: {}", scalar(&policy.label));
+    y.push_str("stages:\n");
+    for stage in graph.stages() {
+        let _ = writeln!(y, "  - {}", scalar(stage));
+    }
+    let _ = writeln!(y, "entry: {}", list(&graph.entry_stages()));
+    let edges: Vec<(&String, Vec<&str>)> = graph
+        .stages()
+        .iter()
+        .map(|s| (s, graph.next_stages(Some(s))))
+        .filter(|(_, next)| !next.is_empty())
+        .collect();
+    if edges.is_empty() {
+        y.push_str("transitions: {}\n");
+    } else {
+        y.push_str("transitions:                 # stages not listed here are final\n");
+        for (from, next) in edges {
+            let _ = writeln!(y, "  {}: {}", scalar(from), list(&next));
+        }
+    }
+    let _ = writeln!(y, "mode: {}", policy.mode.as_str());
+    y.push_str("history:\n");
+    let _ = writeln!(y, "  annotation: {}", scalar(&policy.history.annotation));
+    let _ = writeln!(y, "  limit: {}", policy.history.limit);
+    let _ = writeln!(y, "  required: {}", policy.history.required);
+    y.push_str("override:\n");
+    let _ = writeln!(y, "  annotation: {}", scalar(&policy.override_.annotation));
+    let _ = writeln!(y, "  users: {}", list(&policy.override_.users));
+    let _ = writeln!(y, "  groups: {}", list(&policy.override_.groups));
+    let _ = writeln!(y, "resubmit: {}", policy.resubmit.as_str());
+    y
+}
+
+fn list<S: AsRef<str>>(items: &[S]) -> String {
+    let items: Vec<String> = items.iter().map(|s| scalar(s.as_ref())).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// A string as a YAML scalar: plain when YAML reads it back as that same string, else in double
+/// quotes (JSON's escapes are YAML's).
+fn scalar(s: &str) -> String {
+    // Words YAML reads as booleans or null, in either YAML version.
+    const SPECIAL: [&str; 11] = [
+        "true", "false", "yes", "no", "on", "off", "y", "n", "null", "~", "",
+    ];
+    let plain = s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':'))
+        && !s.ends_with(':')
+        && !SPECIAL.contains(&s.to_ascii_lowercase().as_str());
+    if plain {
+        s.to_owned()
+    } else {
+        serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DEFAULT_CONFIG_YAML;
+
+    #[test]
+    fn the_default_in_full_in_the_file_s_own_spelling() {
+        let yaml = effective_yaml(&Policy::default_policy());
+        assert_eq!(
+            yaml,
+            "label: current-stage\n\
+             stages:\n  - waiting-pr-created\n  - waiting-ready-for-qa\n  - waiting-pr-approved\n\
+             entry: [waiting-pr-created]\n\
+             transitions:                 # stages not listed here are final\n\
+             \x20 waiting-pr-created: [waiting-ready-for-qa]\n\
+             \x20 waiting-ready-for-qa: [waiting-pr-approved]\n\
+             mode: enforce\n\
+             history:\n  annotation: stage-guard.io/history\n  limit: 50\n  required: true\n\
+             override:\n  annotation: stage-guard.io/override-reason\n  users: []\n  groups: [system:masters]\n\
+             resubmit: reset\n"
+        );
+        assert!(!DEFAULT_CONFIG_YAML.is_empty());
+    }
+
+    #[test]
+    fn the_output_checks_to_the_same_policy() {
+        for yaml in [
+            "stages: [implementing, reviewing, testing, merging, done]\n\
+             entry: [implementing, reviewing]\n\
+             transitions:\n  implementing: [reviewing]\n  reviewing: [testing, implementing]\n  \
+             testing: [merging, implementing]\n  merging: [done, testing]\n\
+             mode: warn\nresubmit: keep\nhistory:\n  limit: 7\n  required: false\n",
+            // Names YAML would otherwise read as numbers, booleans or null, and users of any shape.
+            "stages: ['1', 'true', 'null', 'on', 'N', 'a_b.c', '1e3']\n\
+             override:\n  users: ['a: b', '#x', 'ünï', 'q\"uote', ' lead', 'system:serviceaccount:argo:bot']\n  groups: []\n",
+            "stages: [only]\n",
+        ] {
+            let first = Policy::from_yaml(yaml).unwrap();
+            let printed = effective_yaml(&first);
+            let again = Policy::from_yaml(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+            assert_eq!(effective_yaml(&again), printed);
+            assert_eq!(again.graph.stages(), first.graph.stages());
+            assert_eq!(again.override_, first.override_);
+            assert_eq!(again.history, first.history);
+            assert_eq!((again.mode, again.resubmit), (first.mode, first.resubmit));
+        }
+    }
+}
