@@ -220,7 +220,7 @@ fn complete_rounds_since(writes: &[Write], from: Instant) -> Vec<usize> {
 fn wait_until_judging(t: &Install<'_>, probe: &str) -> Result<()> {
     let deadline = Instant::now() + ACTIVE_TIMEOUT;
     let expected = denied_by_stage_guard(&format!(
-        "stage change {PR_CREATED} -> {PR_APPROVED} on {}/{probe} denied (skip): skips {READY_FOR_QA}; allowed next: {READY_FOR_QA}",
+        "stage change \"{PR_CREATED}\" -> \"{PR_APPROVED}\" on {}/{probe} denied (skip): skips \"{READY_FOR_QA}\"; allowed next: \"{READY_FOR_QA}\"",
         t.ns
     ));
     loop {
