@@ -184,6 +184,7 @@ pub struct Metrics {
     tls_handshake_failures: Family<HandshakeLabels, Counter>,
     cert_not_after: Gauge,
     patches: Counter,
+    history_edits_discarded: Counter,
 }
 
 fn duration_histogram() -> Histogram {
@@ -206,6 +207,7 @@ impl Metrics {
         let tls_handshake_failures = Family::<HandshakeLabels, Counter>::default();
         let cert_not_after = Gauge::default();
         let patches = Counter::default();
+        let history_edits_discarded = Counter::default();
 
         registry.register(
             "stage_guard_admission_requests",
@@ -231,6 +233,11 @@ impl Metrics {
             "stage_guard_patches",
             "Mutating reviews answered with a JSON Patch",
             patches.clone(),
+        );
+        registry.register(
+            "stage_guard_history_edits_discarded",
+            "Writes whose change to the history annotation the mutating webhook discarded",
+            history_edits_discarded.clone(),
         );
         registry.register(
             "stage_guard_tls_reloads",
@@ -305,6 +312,7 @@ impl Metrics {
             tls_handshake_failures,
             cert_not_after,
             patches,
+            history_edits_discarded,
         }
     }
 
@@ -323,6 +331,9 @@ impl Metrics {
         if webhook == Webhook::Mutate {
             if record.patched {
                 self.patches.inc();
+            }
+            if record.discarded_edit {
+                self.history_edits_discarded.inc();
             }
             return;
         }
@@ -426,6 +437,7 @@ mod tests {
             stage_changed: true,
             decision: Outcome::Warned,
             patched: false,
+            discarded_edit: false,
             reason: Some(Reason::UnknownStage),
             from_label: "waiting-pr-created".into(),
             to_label: "unknown".into(),

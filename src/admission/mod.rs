@@ -51,6 +51,8 @@ pub struct Record {
     pub decision: Outcome,
     /// The mutating webhook returned a JSON Patch.
     pub patched: bool,
+    /// The mutating webhook put back a history the client changed or removed.
+    pub discarded_edit: bool,
     pub reason: Option<Reason>,
     /// Metric labels for `O` and `N`: a configured stage, `none`, or `unknown`.
     pub from_label: String,
@@ -137,6 +139,7 @@ fn record_of(policy: &Policy, req: &Request<'_>, facts: &Facts<'_>) -> Record {
         stage_changed: facts.stage_changed(),
         decision: Outcome::Allowed,
         patched: false,
+        discarded_edit: false,
         reason: None,
         from_label: metric_label(facts.from),
         to_label: metric_label(facts.to),
@@ -204,6 +207,8 @@ fn mutate(
         );
     }
     record.warnings = plan.warnings.len();
+    // A stale write is not patched, so nothing is discarded by this answer.
+    record.discarded_edit = plan.discarded_edit && !patch.0.is_empty();
     let mut response = response.with_patch(&patch);
     response.warnings = plan.warnings;
     (response, record)

@@ -67,9 +67,22 @@ impl Facts<'_> {
         self.operation == Operation::Create
     }
 
-    /// CREATE and UPDATE are judged; DELETE and CONNECT pass without judgement (SPEC 4.1).
+    /// CREATE and UPDATE of an object that carries the stage label, before or after the write, are
+    /// judged; DELETE and CONNECT pass without judgement (SPEC 4.1), and so does a write that leaves an
+    /// object unlabelled: the webhooks' objectSelector never sends one, and the offline commands answer
+    /// what the cluster does.
     pub fn is_judged(&self) -> bool {
         matches!(self.operation, Operation::Create | Operation::Update)
+            && (self.from.is_some() || self.to.is_some())
+    }
+
+    /// The stored history, when there is one to build on: the stored object carries the stage label.
+    /// Writes to unlabelled objects are never seen, so their history annotation was never checked
+    /// (a client could create an unlabelled Workflow with a forged history, then label it): a
+    /// Workflow that enters its first stage starts a fresh history. On CREATE there is no stored
+    /// object, so client-supplied history is discarded (SPEC 4.4).
+    pub fn trusted_history(&self) -> Option<&str> {
+        self.from.and(self.stored_history.as_deref())
     }
 
     /// `O ≠ N` on a judged write.

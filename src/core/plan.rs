@@ -28,6 +28,9 @@ pub struct Plan {
     /// A permitted override request: the annotation is never stored.
     pub remove_override: bool,
     pub warnings: Vec<String>,
+    /// The client changed or removed the history annotation and the plan puts back what stage-guard
+    /// wrote (SPEC 4.2): said in a warning and counted.
+    pub discarded_edit: bool,
     /// The stage change the plan records, if any (for logs).
     pub recorded: Option<(Option<String>, Option<String>)>,
 }
@@ -39,6 +42,7 @@ impl Plan {
             history: HistoryEdit::Keep,
             remove_override: false,
             warnings: Vec::new(),
+            discarded_edit: false,
             recorded: None,
         }
     }
@@ -62,12 +66,7 @@ pub(crate) fn plan(policy: &Policy, f: &Facts<'_>, now: SystemTime) -> Plan {
         plan.remove_stage_label = true;
         to = None;
     }
-    // CREATE has no stored object: client-supplied history is discarded (SPEC 4.4).
-    let stored_history = if f.is_create() {
-        None
-    } else {
-        f.stored_history.as_deref()
-    };
+    let stored_history = f.trusted_history();
     let incoming_history = f.incoming_history.as_deref();
 
     let override_reason = f.override_reason();
@@ -128,6 +127,15 @@ pub(crate) fn plan(policy: &Policy, f: &Facts<'_>, now: SystemTime) -> Plan {
         (None, Some(_)) => HistoryEdit::Remove,
         (None, None) => HistoryEdit::Keep,
     };
+    // An edit is what this write changed: the incoming annotation differs from the stored one (a
+    // merge patch that leaves it alone sends the stored text back) and stage-guard overrides it.
+    if plan.history != HistoryEdit::Keep && incoming_history != f.stored_history.as_deref() {
+        plan.discarded_edit = true;
+        plan.warnings.push(words::history_edit_discarded(
+            &policy.history.annotation,
+            &f.workflow,
+        ));
+    }
     plan
 }
 
@@ -233,6 +241,65 @@ mod tests {
         let entries = set(&plan(&policy(""), &f, now()));
         assert_eq!(entries.len(), 2);
         assert!(entries[1].records(A, B, "bob"));
+    }
+
+    #[test]
+    fn a_discarded_edit_is_said_and_flagged_and_an_untouched_history_is_not() {
+        let p = policy("");
+        let stored = history::render(&[Entry::new(None, A, "ci", now())]);
+        // edited, removed, edited on a stage change: discarded, with a warning naming the annotation
+        for (from, to, incoming) in [(A, A, Some("[]")), (A, A, None), (A, B, Some("[]"))] {
+            let mut f = facts(from, to);
+            f.stored_history = text(&stored);
+            f.incoming_history = incoming.map(Cow::Borrowed);
+            let planned = plan(&p, &f, now());
+            assert!(planned.discarded_edit, "{from:?} -> {to:?} {incoming:?}");
+            assert_eq!(planned.warnings.len(), 1, "{:?}", planned.warnings);
+            assert!(
+                planned.warnings[0]
+                    .starts_with("stage-guard.io/history is written by stage-guard: the edit"),
+                "{:?}",
+                planned.warnings
+            );
+            assert!(planned.warnings[0].chars().count() <= crate::core::WARNING_MAX_CHARS);
+        }
+        // the stored history sent back unchanged (a merge patch of the label): an ordinary append
+        let mut f = facts(A, B);
+        f.stored_history = text(&stored);
+        f.incoming_history = text(&stored);
+        let planned = plan(&p, &f, now());
+        assert!(
+            !planned.discarded_edit && planned.warnings.is_empty(),
+            "{planned:?}"
+        );
+        // client history on CREATE is discarded too, and said
+        let mut f = facts(None, A);
+        f.operation = Operation::Create;
+        f.incoming_history = text(&stored);
+        assert!(plan(&p, &f, now()).discarded_edit);
+    }
+
+    #[test]
+    fn an_unlabelled_object_is_not_judged_and_its_history_is_not_built_on() {
+        let p = policy("");
+        let forged = history::render(&[
+            Entry::new(None, A, "mallory", now()),
+            Entry::new(A, B, "mallory", now()),
+        ]);
+        // staying unlabelled: nothing is planned, whatever happens to the annotation
+        let mut f = facts(None, None);
+        f.stored_history = text(&forged);
+        f.incoming_history = text("[]");
+        assert!(plan(&p, &f, now()).is_empty());
+        // entering the first stage: a fresh history, the stored one ignored, and no edit to report
+        let mut f = facts(None, A);
+        f.stored_history = text(&forged);
+        f.incoming_history = text(&forged);
+        let planned = plan(&p, &f, now());
+        let entries = set(&planned);
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        assert!(entries[0].records(None, A, "bob"));
+        assert!(!planned.discarded_edit);
     }
 
     #[test]

@@ -311,6 +311,20 @@ pub(crate) fn history_replaced(annotation: &str, workflow: &str) -> String {
     )
 }
 
+/// The mutating webhook's warning when it restores a history the client changed or removed
+/// (kubectl prints it; the write itself goes on).
+pub(crate) fn history_edit_discarded(annotation: &str, workflow: &str) -> String {
+    fit::fit(
+        &[
+            Piece::name(annotation, RANK_CHANGE),
+            Piece::fixed(" is written by stage-guard: the edit to it on "),
+            Piece::name(workflow, RANK_WORKFLOW),
+            Piece::fixed(" was discarded"),
+        ],
+        WARNING_MAX_CHARS,
+    )
+}
+
 /// Request data shown in a message: one line, bounded, control characters escaped.
 pub fn show(s: &str) -> Cow<'_, str> {
     const MAX: usize = 80;

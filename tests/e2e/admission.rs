@@ -185,13 +185,25 @@ async fn create_discards_client_supplied_history() {
     assert_eq!(h.len(), 1, "{h:?}");
     assert_entry(&h[0], None, Some(PR_CREATED), &step.username);
 
+    // An unlabelled Workflow is not stage-guard's business (the objectSelector does not even send
+    // it): its annotation stays as written. Once it enters its first stage, the forged history is not
+    // built on: the history starts fresh.
     let wf = with_annotation(
         &workflow_from_template("agent-pipeline", None),
         HISTORY,
         &forged,
     );
     let out = api.create(&step, wf, false).await.unwrap();
-    assert_eq!(history_raw(&out.object), None);
+    assert_eq!(history_raw(&out.object), Some(forged.clone()));
+    let name = out.object["metadata"]["name"].as_str().unwrap().to_owned();
+    let label = json!({"metadata": {"labels": {STAGE_LABEL: PR_CREATED}}});
+    let out = api
+        .patch(&step, NS, &name, Patch::Merge(label), false)
+        .await
+        .unwrap();
+    let h = history(&out.object);
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_entry(&h[0], None, Some(PR_CREATED), &step.username);
     api.assert_no_violations();
 }
 
