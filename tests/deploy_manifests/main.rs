@@ -329,9 +329,68 @@ fn api_server_sends(
     Ok(sends)
 }
 
-/// What the conditions are meant to do, written plainly: CREATE is always sent; an UPDATE only when
-/// the stage label or one of the two annotations differs in presence or value.
+/// A webhook's objectSelector as the API server applies it: the request is sent when the object or
+/// the old object matches (matchLabels, and matchExpressions with In, NotIn, Exists, DoesNotExist).
+fn selected(hook: &Value, request: &Value) -> bool {
+    let selector = &hook["objectSelector"];
+    if selector.is_null() {
+        return true;
+    }
+    let matches = |object: &Value| {
+        if object.is_null() {
+            return false;
+        }
+        let labels = &object["metadata"]["labels"];
+        let value = |key: &str| labels.get(key).and_then(Value::as_str);
+        let by_labels = selector["matchLabels"]
+            .as_object()
+            .is_none_or(|m| m.iter().all(|(k, v)| value(k) == v.as_str()));
+        let by_expressions = selector["matchExpressions"].as_array().is_none_or(|es| {
+            es.iter().all(|e| {
+                let key = e["key"].as_str().unwrap();
+                let values = if e["values"].is_null() {
+                    Vec::new()
+                } else {
+                    strings(&e["values"])
+                };
+                match e["operator"].as_str().unwrap() {
+                    "Exists" => value(key).is_some(),
+                    "DoesNotExist" => value(key).is_none(),
+                    "In" => value(key).is_some_and(|v| values.iter().any(|x| x == v)),
+                    "NotIn" => !value(key).is_some_and(|v| values.iter().any(|x| x == v)),
+                    other => panic!("unknown selector operator {other}"),
+                }
+            })
+        });
+        by_labels && by_expressions
+    };
+    matches(&request["object"]) || matches(&request["oldObject"])
+}
+
+/// The API server's whole choice for one webhook: objectSelector, then matchConditions.
+fn api_server_calls(
+    hook: &Value,
+    conditions: &[(String, cel::Program)],
+    request: &Value,
+) -> Result<bool, String> {
+    if !selected(hook, request) {
+        return Ok(false);
+    }
+    api_server_sends(conditions, request)
+}
+
+/// What the selection is meant to do, written plainly: only writes to an object that carries the
+/// stage label before or after; of those, CREATE always, and an UPDATE only when the stage label or
+/// one of the two annotations differs in presence or value.
 fn should_send(request: &Value, keys: &StageKeys) -> bool {
+    let labelled = |side: &str| {
+        request[side]["metadata"]["labels"]
+            .get(&keys.label)
+            .is_some()
+    };
+    if !labelled("object") && !labelled("oldObject") {
+        return false;
+    }
     if request["operation"] != "UPDATE" {
         return true;
     }
@@ -340,6 +399,93 @@ fn should_send(request: &Value, keys: &StageKeys) -> bool {
     changed("labels", &keys.label)
         || changed("annotations", &keys.history)
         || changed("annotations", &keys.override_reason)
+}
+
+/// The objectSelector and every matchCondition key follow `keys`, and the conditions send exactly
+/// the UPDATEs that change one of them (evaluated with CEL, as the API server would).
+pub(crate) fn check_selection_follows(docs: &[Value], keys: &StageKeys, other_keys: &StageKeys) {
+    for kind in [MUTATING, VALIDATING] {
+        let hook = webhook(docs, kind);
+        assert_eq!(
+            hook["objectSelector"],
+            json!({"matchExpressions": [{"key": keys.label, "operator": "Exists"}]}),
+            "{kind}"
+        );
+        let text: String = match_conditions(hook).into_iter().map(|(_, e)| e).collect();
+        let quoted: BTreeSet<String> = text
+            .split('\'')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect();
+        assert_eq!(
+            quoted,
+            BTreeSet::from([
+                "UPDATE".to_string(),
+                keys.label.clone(),
+                keys.history.clone(),
+                keys.override_reason.clone()
+            ]),
+            "{kind}: the quoted keys of matchConditions"
+        );
+
+        let conditions = compile(&match_conditions(hook));
+        let object = |labels: Value, annotations: Value| {
+            json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+                   "metadata": {"name": "w", "namespace": "argo", "labels": labels, "annotations": annotations}})
+        };
+        let update = |old: Value, new: Value| {
+            json!({"uid": "1", "operation": "UPDATE", "namespace": "argo", "name": "w",
+                   "userInfo": {"username": "alice"}, "object": new, "oldObject": old})
+        };
+        let base_labels = json!({ keys.label.clone(): "a", other_keys.label.clone(): "a" });
+        let base_annotations = json!({
+            keys.history.clone(): "[]", keys.override_reason.clone(): "r",
+            other_keys.history.clone(): "[]", other_keys.override_reason.clone(): "r",
+        });
+        let old = object(base_labels.clone(), base_annotations.clone());
+        let mut cases = vec![("nothing changed", update(old.clone(), old.clone()), false)];
+        for (map, key, own) in [
+            ("labels", &keys.label, true),
+            ("annotations", &keys.history, true),
+            ("annotations", &keys.override_reason, true),
+            ("labels", &other_keys.label, false),
+            ("annotations", &other_keys.history, false),
+            ("annotations", &other_keys.override_reason, false),
+        ] {
+            if !own && [&keys.label, &keys.history, &keys.override_reason].contains(&key) {
+                continue;
+            }
+            let mut changed = old.clone();
+            changed["metadata"][map][key.as_str()] = json!("changed");
+            cases.push(("changed", update(old.clone(), changed), own));
+            let mut removed = old.clone();
+            removed["metadata"][map]
+                .as_object_mut()
+                .unwrap()
+                .remove(key.as_str());
+            cases.push(("removed", update(old.clone(), removed), own));
+        }
+        for (what, request, expected) in cases {
+            assert_eq!(should_send(&request, keys), expected, "{what}: {request}");
+            assert_eq!(
+                api_server_sends(&conditions, &request),
+                Ok(expected),
+                "{kind}, {what}: {request}"
+            );
+        }
+        let create = json!({"uid": "1", "operation": "CREATE", "namespace": "argo",
+                            "object": object(json!({}), json!({})), "oldObject": null});
+        assert_eq!(api_server_sends(&conditions, &create), Ok(true), "{kind}");
+    }
+}
+
+pub(crate) fn default_keys() -> StageKeys {
+    StageKeys {
+        label: "current-stage".into(),
+        history: "stage-guard.io/history".into(),
+        override_reason: "stage-guard.io/override-reason".into(),
+    }
 }
 
 // === tests: base ===
@@ -709,7 +855,8 @@ fn match_conditions_send_exactly_the_fixture_requests_they_should() {
 
     let mut seen = BTreeSet::new();
     for kind in [MUTATING, VALIDATING] {
-        let conditions = compile(&match_conditions(webhook(&docs, kind)));
+        let hook = webhook(&docs, kind);
+        let conditions = compile(&match_conditions(hook));
         for path in &fixtures {
             let fixture: Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
             let expect = str_at(&fixture, "/expect");
@@ -722,7 +869,7 @@ fn match_conditions_send_exactly_the_fixture_requests_they_should() {
                 expect == "sent",
                 "{file}: the fixture's expectation contradicts the rule"
             );
-            let sent = api_server_sends(&conditions, request)
+            let sent = api_server_calls(hook, &conditions, request)
                 .unwrap_or_else(|e| panic!("{kind} on {file}: {e}"));
             assert_eq!(sent, expect == "sent", "{kind} on {file}");
             seen.insert((
@@ -736,6 +883,7 @@ fn match_conditions_send_exactly_the_fixture_requests_they_should() {
         ("UPDATE", "sent"),
         ("UPDATE", "skipped"),
         ("CREATE", "sent"),
+        ("CREATE", "skipped"),
     ] {
         assert!(
             seen.contains(&(case.0.to_string(), case.1.to_string())),
@@ -796,7 +944,8 @@ fn match_conditions_agree_with_the_rule_on_every_combination() {
     };
 
     for kind in [MUTATING, VALIDATING] {
-        let conditions = compile(&match_conditions(webhook(&docs, kind)));
+        let hook = webhook(&docs, kind);
+        let conditions = compile(&match_conditions(hook));
         let (mut sent, mut skipped) = (0, 0);
         for old_labels in &label_states {
             for new_labels in &label_states {
@@ -809,22 +958,25 @@ fn match_conditions_agree_with_the_rule_on_every_combination() {
                             "oldObject": object(old_labels, old_annotations),
                         });
                         let expected = should_send(&request, &keys);
-                        let actual = api_server_sends(&conditions, &request)
+                        let actual = api_server_calls(hook, &conditions, &request)
                             .unwrap_or_else(|e| panic!("{kind}: {e} on\n{request}"));
                         assert_eq!(actual, expected, "{kind} on\n{request}");
                         if actual { sent += 1 } else { skipped += 1 }
                     }
                 }
             }
-            // CREATE: always sent, whatever the object carries; oldObject is null.
+            // CREATE: sent exactly when the object carries the stage label; oldObject is null.
             for annotations in &annotation_states {
                 let request = json!({
                     "uid": "1", "operation": "CREATE", "namespace": "argo",
                     "object": object(old_labels, annotations), "oldObject": null,
                 });
+                let labelled = old_labels
+                    .as_ref()
+                    .is_some_and(|l| l.get(&keys.label).is_some());
                 assert_eq!(
-                    api_server_sends(&conditions, &request),
-                    Ok(true),
+                    api_server_calls(hook, &conditions, &request),
+                    Ok(labelled),
                     "{kind} on\n{request}"
                 );
             }
@@ -837,22 +989,54 @@ fn match_conditions_agree_with_the_rule_on_every_combination() {
 }
 
 #[test]
-fn match_conditions_name_the_configured_label_and_annotations() {
+fn selection_of_the_base_follows_its_configuration() {
     let docs = kustomize(&deploy_dir().join("base"));
     let keys = stage_keys(&normalized(&configmap_config(&docs)));
+    let other = StageKeys {
+        label: "example.com/phase".into(),
+        history: "example.com/phase-log".into(),
+        override_reason: "example.com/force-because".into(),
+    };
+    check_selection_follows(&docs, &keys, &other);
     for kind in [MUTATING, VALIDATING] {
         let text: String = match_conditions(webhook(&docs, kind))
             .into_iter()
             .map(|(_, e)| e)
             .collect();
-        for key in [&keys.label, &keys.history, &keys.override_reason] {
-            assert!(
-                text.contains(&format!("'{key}'")),
-                "{kind}: matchConditions do not mention {key}"
-            );
-        }
         // The optional-field syntax is not accepted everywhere the manifests must work.
         assert!(!text.contains("?."), "{kind}: avoid CEL optional syntax");
+    }
+}
+
+/// The check above catches the mistake it exists for: `config.yaml` renaming the stage label (or an
+/// annotation) while `webhooks.yaml` still names the old key.
+#[test]
+fn a_base_whose_webhooks_and_configuration_disagree_is_caught() {
+    for (from, to) in [
+        ("label: current-stage", "label: phase"),
+        (
+            "annotation: stage-guard.io/history",
+            "annotation: example.com/phase-log",
+        ),
+        (
+            "annotation: stage-guard.io/override-reason",
+            "annotation: example.com/force-because",
+        ),
+    ] {
+        let copy = deploy_copy();
+        let config = copy.path().join("deploy/base/config.yaml");
+        let text = fs::read_to_string(&config).unwrap();
+        assert!(text.contains(from), "config.yaml has no {from:?}");
+        fs::write(&config, text.replace(from, to)).unwrap();
+        let docs = kustomize(&copy.path().join("deploy/base"));
+        let keys = stage_keys(&normalized(&configmap_config(&docs)));
+        let caught = std::panic::catch_unwind(|| {
+            check_selection_follows(&docs, &keys, &default_keys());
+        });
+        assert!(
+            caught.is_err(),
+            "a disagreement after {to:?} went unnoticed"
+        );
     }
 }
 
