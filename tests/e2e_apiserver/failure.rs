@@ -1,6 +1,7 @@
 //! When stage-guard cannot answer (SPEC 10: `failurePolicy: Fail`): a stopped webhook fails stage
 //! changes closed at once, a hung one after the configuration's `timeoutSeconds`; neither lets a
-//! change through, and the writes the matchConditions filter out go on regardless.
+//! change through, and the writes the objectSelector and matchConditions filter out (unlabelled
+//! Workflows, the controller's status writes) go on regardless.
 
 use crate::Scenario;
 use crate::harness::*;
@@ -49,6 +50,25 @@ fn a_stopped_webhook_fails_stage_changes_closed(suite: &Suite) -> Result<()> {
     ensure!(
         t.get("orphan")?["metadata"] == stored["metadata"],
         "the object changed"
+    );
+
+    // Unlabelled Workflows never need it (objectSelector): an ordinary `argo submit` and its updates
+    // go on while stage-guard is down; a labelled CREATE fails closed like the stage change above.
+    let plain = t.create_ok(ALICE, &workflow_at("ordinary", None))?;
+    ensure!(plain["metadata"]["name"] == "ordinary");
+    t.patch(
+        ALICE,
+        "ordinary",
+        "merge",
+        &json!({"metadata": {"labels": {"team": "qa"}, "annotations": {"note": "x"}}}),
+    )?
+    .ok()
+    .context("an unlabelled Workflow's update while stage-guard is down")?;
+    let labelled = t.create(ALICE, &workflow_at("labelled", Some(PR_CREATED)))?;
+    ensure!(
+        !labelled.success() && labelled.stderr.contains("connection refused"),
+        "a labelled CREATE while stage-guard is down: {}",
+        labelled.stderr
     );
 
     // The controller's status writes never needed the webhook.

@@ -239,9 +239,11 @@ impl Install<'_> {
     }
 
     /// Waits until a server-side dry-run CREATE reaches both webhooks of this process: the API
-    /// server picks up new configurations asynchronously.
+    /// server picks up new configurations asynchronously. The probe carries the stage label, or the
+    /// objectSelector would not send it (whether its stage is one of this scenario's is no matter:
+    /// both webhooks are called either way).
     pub fn wait_until_called(&self) -> Result<()> {
-        let probe = workflow("registration-probe", &[], &[]);
+        let probe = workflow("registration-probe", &[(STAGE_LABEL, PR_CREATED)], &[]);
         let deadline = Instant::now() + ACTIVE_TIMEOUT;
         loop {
             let _ = self

@@ -37,9 +37,9 @@ const ACTIVE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_ROUNDS: usize = 200;
 const MAX_LOOP_TIME: Duration = Duration::from_secs(300);
 /// Rounds (four writes each) that must run entirely while the webhooks judge.
-const JUDGED_ROUNDS: usize = 3;
+pub(crate) const JUDGED_ROUNDS: usize = 3;
 /// The loop's writes, at least: so the test fails if the loop did not really run.
-const MIN_WRITES: usize = 24;
+pub(crate) const MIN_WRITES: usize = 24;
 
 // === helm ===
 
@@ -132,24 +132,24 @@ fn webhook_configurations(cp: &ControlPlane) -> Result<Vec<Value>> {
 // === the write loop ===
 
 /// One write of the loop.
-struct Write {
-    round: usize,
-    what: String,
-    started: Instant,
-    out: CliOutput,
+pub(crate) struct Write {
+    pub(crate) round: usize,
+    pub(crate) what: String,
+    pub(crate) started: Instant,
+    pub(crate) out: CliOutput,
 }
 
 /// The writes of one round of the loop, in order: ordinary users' creates (labelled at the entry
 /// stage, and unlabelled) and a workflow step's legal stage changes.
 #[derive(Clone, Copy, Debug)]
-enum RoundWrite {
+pub(crate) enum RoundWrite {
     CreateAtEntry,
     CreateUnlabelled,
     AdvanceToReadyForQa,
     AdvanceToPrApproved,
 }
 
-const ROUND: [RoundWrite; 4] = [
+pub(crate) const ROUND: [RoundWrite; 4] = [
     RoundWrite::CreateAtEntry,
     RoundWrite::CreateUnlabelled,
     RoundWrite::AdvanceToReadyForQa,
@@ -172,7 +172,11 @@ impl RoundWrite {
 
 /// Round after round of writes through the API server until `stop` is set (or the bounds are
 /// reached), each kept with its outcome.
-fn write_loop(t: &Install<'_>, stop: &AtomicBool, writes: &Mutex<Vec<Write>>) -> Result<()> {
+pub(crate) fn write_loop(
+    t: &Install<'_>,
+    stop: &AtomicBool,
+    writes: &Mutex<Vec<Write>>,
+) -> Result<()> {
     let started = Instant::now();
     for round in 0..MAX_ROUNDS {
         if stop.load(Ordering::SeqCst) || started.elapsed() > MAX_LOOP_TIME {
@@ -196,7 +200,7 @@ fn write_loop(t: &Install<'_>, stop: &AtomicBool, writes: &Mutex<Vec<Write>>) ->
 }
 
 /// The rounds whose first write started after `from` and that are complete.
-fn complete_rounds_since(writes: &[Write], from: Instant) -> Vec<usize> {
+pub(crate) fn complete_rounds_since(writes: &[Write], from: Instant) -> Vec<usize> {
     let mut rounds: Vec<usize> = writes
         .iter()
         .filter(|w| w.started >= from)
@@ -217,7 +221,7 @@ fn complete_rounds_since(writes: &[Write], from: Instant) -> Vec<usize> {
 
 /// Waits until the API server sends writes to the release's webhooks: an illegal move (a server-side
 /// dry run, so nothing is stored while they are not yet called) is denied.
-fn wait_until_judging(t: &Install<'_>, probe: &str) -> Result<()> {
+pub(crate) fn wait_until_judging(t: &Install<'_>, probe: &str) -> Result<()> {
     let deadline = Instant::now() + ACTIVE_TIMEOUT;
     let expected = denied_by_stage_guard(&format!(
         "stage change \"{PR_CREATED}\" -> \"{PR_APPROVED}\" on {}/{probe} denied (skip): skips \"{READY_FOR_QA}\"; allowed next: \"{READY_FOR_QA}\"",

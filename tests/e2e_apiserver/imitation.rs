@@ -83,7 +83,8 @@ fn the_imitation_sends_what_the_api_server_sends(suite: &Suite) -> Result<()> {
     let recorder = Recorder::start(certs.path())?;
     cp.apply(webhook_configurations_for(recorder.addr.port(), &bundle)?)?;
     let _registered = Registered(cp);
-    let probe = workflow("probe", &[], &[]).to_string();
+    // Labelled, or the objectSelector would not send it.
+    let probe = workflow("probe", &[(STAGE_LABEL, PR_CREATED)], &[]).to_string();
     wait_until(Duration::from_secs(30), "the recorder is called", || {
         cp.kubectl(ADMIN)?
             .args(["-n", &ns, "create", "--dry-run=server", "-f", "-"])

@@ -19,6 +19,7 @@ mod failure;
 mod harness;
 mod helm;
 mod imitation;
+mod install;
 mod races;
 mod recorder;
 mod recovery;
@@ -56,6 +57,7 @@ fn main() {
         ("argo", argo::SCENARIOS),
         ("imitation", imitation::SCENARIOS),
         ("helm", helm::SCENARIOS),
+        ("install", install::SCENARIOS),
     ];
     let mut trials = Vec::new();
     for (group, scenarios) in groups {

@@ -396,30 +396,60 @@ fn clients_cannot_write_the_history(suite: &Suite) -> Result<()> {
     let stored = t.get("task-7")?;
     let forged =
         r#"[{"from":null,"to":"waiting-pr-approved","at":"2026-01-01T00:00:00Z","by":"mallory"}]"#;
-    // An edit of the history alone, and one beside a legal stage change.
-    t.kubectl(BOB)?
-        .args(["annotate", "workflow", "task-7", "--overwrite"])
-        .arg(format!("{HISTORY}={forged}"))
-        .ok()?;
+    let discarded = format!(
+        "Warning: {HISTORY} is written by stage-guard: the edit to it on {}/task-7 was discarded",
+        t.ns
+    );
+    // Each write succeeds, and kubectl prints the mutating webhook's warning that the edit was not kept.
+    let said = |out: stage_guard_testenv::CliOutput, what: &str| -> Result<()> {
+        ensure!(out.success(), "{what}: {}", out.stderr);
+        ensure!(
+            out.stderr.lines().any(|l| l.trim() == discarded),
+            "{what}: kubectl did not print {discarded:?} but:\n{}",
+            out.stderr
+        );
+        Ok(())
+    };
+    let counted = || -> Result<f64> {
+        Ok(crate::support::checks::metric_sum(
+            &t.metrics()?,
+            "stage_guard_history_edits_discarded_total",
+            &[],
+        ))
+    };
+    let before = counted()?;
+    // An edit of the history alone, its removal, and an edit beside a legal stage change.
+    said(
+        t.kubectl(BOB)?
+            .args(["annotate", "workflow", "task-7", "--overwrite"])
+            .arg(format!("{HISTORY}={forged}"))
+            .run()?,
+        "annotate",
+    )?;
     ensure!(
         history_of(&t.get("task-7")?)? == history_of(&stored)?,
         "an annotate changed the stored history"
     );
-    t.kubectl(BOB)?
-        .args(["annotate", "workflow", "task-7"])
-        .arg(format!("{HISTORY}-"))
-        .ok()?;
+    said(
+        t.kubectl(BOB)?
+            .args(["annotate", "workflow", "task-7"])
+            .arg(format!("{HISTORY}-"))
+            .run()?,
+        "remove the annotation",
+    )?;
     ensure!(
         history_of(&t.get("task-7")?)? == history_of(&stored)?,
         "removing the annotation removed the stored history"
     );
-    t.patch(
-        BOB,
-        "task-7",
-        "merge",
-        &json!({"metadata": {"labels": {STAGE_LABEL: READY_FOR_QA}, "annotations": {HISTORY: forged}}}),
-    )?
-    .ok()?;
+    said(
+        t.patch(
+            BOB,
+            "task-7",
+            "merge",
+            &json!({"metadata": {"labels": {STAGE_LABEL: READY_FOR_QA}, "annotations": {HISTORY: forged}}}),
+        )?,
+        "a stage change with a forged history",
+    )?;
     ensure!(
         moves(&t.get("task-7")?)?
             == vec![
@@ -428,6 +458,34 @@ fn clients_cannot_write_the_history(suite: &Suite) -> Result<()> {
             ],
         "history {:?}",
         moves(&t.get("task-7")?)?
+    );
+    ensure!(
+        counted()? - before == 3.0,
+        "stage_guard_history_edits_discarded_total moved by {}",
+        counted()? - before
+    );
+    // A legal move that leaves the history alone says nothing of the kind.
+    let out = t.move_to(ARGO_WORKFLOW, "task-7", PR_APPROVED)?;
+    ensure!(
+        out.success() && !out.stderr.contains("discarded"),
+        "{}",
+        out.stderr
+    );
+
+    // An unlabelled Workflow is never sent (objectSelector), so it keeps whatever history it is
+    // created with; when it enters its first stage, that history is not built on.
+    let mut plain = workflow_at("plain", None);
+    plain["metadata"]["annotations"] = json!({ HISTORY: forged });
+    t.create_ok(BOB, &plain)?;
+    ensure!(
+        t.get("plain")?["metadata"]["annotations"][HISTORY] == forged,
+        "the unlabelled Workflow's annotation was changed"
+    );
+    t.move_to(BOB, "plain", PR_CREATED)?.ok()?;
+    ensure!(
+        moves(&t.get("plain")?)? == vec![step(None, Some(PR_CREATED), "bob")],
+        "a Workflow entering its first stage built on a forged history: {:?}",
+        moves(&t.get("plain")?)?
     );
     Ok(())
 }
