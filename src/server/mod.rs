@@ -181,10 +181,13 @@ impl Server {
             ));
             tracing::info!(listener = "admin", %address, "listening");
         }
+        // Ready before the "listening" lines: whoever reads them (a test, an operator) may ask /readyz
+        // at once, and both listeners are bound already (connections wait in the backlog until the
+        // accept loop below takes them).
+        state.ready.store(true, Ordering::SeqCst);
         for listener in &webhook {
             tracing::info!(listener = "webhook", address = %listener.local_addr()?, "listening");
         }
-        state.ready.store(true, Ordering::SeqCst);
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let accept_task = tokio::spawn(accept_loop(
