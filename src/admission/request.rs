@@ -22,6 +22,8 @@ pub const KIND: &str = "AdmissionReview";
 pub enum BadReview {
     #[error("body is not an AdmissionReview: {0}")]
     NotAReview(#[from] WalkError),
+    #[error("body is not UTF-8: {0}")]
+    NotUtf8(std::str::Utf8Error),
     #[error("apiVersion must be {API_VERSION}, got {:?}", crate::core::show(.0))]
     ApiVersion(String),
     #[error("apiVersion is missing (want {API_VERSION})")]
@@ -145,6 +147,8 @@ impl Request<'_> {
 
 /// Decodes an AdmissionReview v1 request body.
 pub fn decode(body: &[u8]) -> Result<Request<'_>, BadReview> {
+    // SPEC 5: malformed anywhere is a 400, also in the parts the walker skips without reading them.
+    std::str::from_utf8(body).map_err(BadReview::NotUtf8)?;
     checked(walk::review(body)?)
 }
 
