@@ -1447,9 +1447,10 @@ async fn resuming_a_suspended_workflow_passes() {
     api.assert_no_violations();
 }
 
-/// With the matchConditions of `deploy/base` applied as a cluster applies them, only writes that touch
-/// the stage label or stage-guard's annotations reach the webhook (what tests/e2e_apiserver shows
-/// through the real API server); every other write is admitted without a call.
+/// With the objectSelector and matchConditions of `deploy/base` applied as a cluster applies them, only
+/// writes to labelled Workflows that touch the stage label or stage-guard's annotations reach the webhook
+/// (what tests/e2e_apiserver shows through the real API server); every other write is admitted without
+/// a call.
 #[tokio::test]
 async fn with_the_deployed_match_conditions_only_stage_writes_reach_the_webhook() {
     let (_wh, api) = start(None);
@@ -1468,7 +1469,46 @@ async fn with_the_deployed_match_conditions_only_stage_writes_reach_the_webhook(
             s.calls_to(Hook::Validating).len(),
         )
     };
-    assert_eq!(sent(&created), (true, 1), "a CREATE is always sent");
+    assert_eq!(sent(&created), (true, 1), "a labelled CREATE is sent");
+    let plain = api
+        .create(
+            &UserInfo::workflow_step(),
+            workflow_named("plain", None),
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(plain.calls.is_empty(), "an unlabelled CREATE was sent");
+    let plain_edit = api
+        .patch(
+            &UserInfo::workflow_step(),
+            NS,
+            "plain",
+            Patch::Merge(json!({"metadata": {"annotations": {"stage-guard.io/history": "[]"}}})),
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(
+        plain_edit.calls.is_empty(),
+        "an unlabelled Workflow's history edit was sent"
+    );
+    let labelled = api
+        .patch(
+            &UserInfo::workflow_step(),
+            NS,
+            "plain",
+            Patch::Merge(stage_merge_patch(PR_CREATED)),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        sent(&labelled),
+        (true, 1),
+        "adding the label is sent (the new object matches)"
+    );
+    assert_eq!(history(&labelled.object).len(), 1, "a fresh history");
     let status = api
         .update(
             &UserInfo::controller(),

@@ -1,9 +1,10 @@
-//! The webhook configurations' `matchConditions`, evaluated the way kube-apiserver evaluates them
-//! before it calls a hook (`matchconditions/matcher.go`): every condition true sends the request,
-//! one false skips the hook, an error fails the request (failurePolicy Fail: 403).
+//! The webhook configurations' `objectSelector` and `matchConditions`, applied the way kube-apiserver
+//! applies them before it calls a hook: the selector must match the object or the old object
+//! (`object/matcher.go`), then every condition true sends the request, one false skips the hook, an
+//! error fails the request (failurePolicy Fail: 403; `matchconditions/matcher.go`).
 //!
-//! The conditions are read from `deploy/base/webhooks.yaml`, so the imitation filters with the
-//! very expressions the cluster gets. CEL is evaluated by the `cel` crate, not by the API server's
+//! Both are read from `deploy/base/webhooks.yaml`, so the imitation filters with the very selector
+//! and expressions the cluster gets. CEL is evaluated by the `cel` crate, not by the API server's
 //! cel-go; `tests/e2e_apiserver` checks the outcome against the real thing.
 
 use super::review::Hook;
@@ -13,6 +14,9 @@ use std::path::Path;
 pub struct MatchConditions {
     mutating: Vec<(String, cel::Program)>,
     validating: Vec<(String, cel::Program)>,
+    /// The `Exists` keys of each configuration's objectSelector (the only operator deploy/ uses).
+    mutating_selector: Vec<String>,
+    validating_selector: Vec<String>,
 }
 
 impl MatchConditions {
@@ -41,18 +45,46 @@ impl MatchConditions {
                 })
                 .collect()
         };
+        let selector = |kind: &str| -> Vec<String> {
+            let doc = docs.iter().find(|d| d["kind"] == kind).unwrap();
+            let selector = &doc["webhooks"][0]["objectSelector"];
+            assert!(
+                selector.get("matchLabels").is_none(),
+                "{kind}: only matchExpressions with Exists are imitated"
+            );
+            selector["matchExpressions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    assert_eq!(e["operator"], "Exists", "{kind}: only Exists is imitated");
+                    e["key"].as_str().unwrap_or_default().to_string()
+                })
+                .collect()
+        };
         MatchConditions {
             mutating: of("MutatingWebhookConfiguration"),
             validating: of("ValidatingWebhookConfiguration"),
+            mutating_selector: selector("MutatingWebhookConfiguration"),
+            validating_selector: selector("ValidatingWebhookConfiguration"),
         }
     }
 
     /// Whether the API server calls `hook` for this `request` (the AdmissionReview's `request`).
     pub fn sends(&self, hook: Hook, request: &Value) -> Result<bool, String> {
-        let conditions = match hook {
-            Hook::Mutating => &self.mutating,
-            Hook::Validating => &self.validating,
+        let (conditions, selector) = match hook {
+            Hook::Mutating => (&self.mutating, &self.mutating_selector),
+            Hook::Validating => (&self.validating, &self.validating_selector),
         };
+        let selected = |object: &Value| {
+            !object.is_null()
+                && selector
+                    .iter()
+                    .all(|key| object["metadata"]["labels"].get(key).is_some())
+        };
+        if !selected(&request["object"]) && !selected(&request["oldObject"]) {
+            return Ok(false);
+        }
         let mut request = request.clone();
         let fields = request
             .as_object_mut()
