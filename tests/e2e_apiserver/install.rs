@@ -1,5 +1,6 @@
 //! The documented kustomize install (README, "Install"): the server's objects first, the webhook
-//! configurations once the server answers, so no Workflow write fails during the install. Shown with
+//! configurations once the server answers, so no Workflow write fails during the install, nor during
+//! an upgrade (the same apply with changed objects). Shown with
 //! the real `kubectl apply -l` on the rendered static-certs overlay, under a loop of ordinary Workflow
 //! writes (creates with and without the stage label, legal stage moves).
 //!
@@ -20,8 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub const SCENARIOS: &[Scenario] = &[Scenario {
-    name: "server_first_then_webhooks_fails_no_write",
-    run: server_first_then_webhooks_fails_no_write,
+    name: "server_first_then_webhooks_then_an_upgrade_fail_no_write",
+    run: server_first_then_webhooks_then_an_upgrade_fail_no_write,
 }];
 
 /// The selector of the first step: everything but the webhook configurations.
@@ -104,7 +105,7 @@ fn webhook_configuration_names(t: &Install<'_>) -> Result<String> {
         .to_string())
 }
 
-fn server_first_then_webhooks_fails_no_write(suite: &Suite) -> Result<()> {
+fn server_first_then_webhooks_then_an_upgrade_fail_no_write(suite: &Suite) -> Result<()> {
     // The local server plays the Deployment's pod; nothing registers it but the procedure below.
     let t = suite.install(
         "kustomize-install",
@@ -160,6 +161,26 @@ fn server_first_then_webhooks_fails_no_write(suite: &Suite) -> Result<()> {
             );
             wait_until_judging(&t, "probe")?;
             let judging_from = Instant::now();
+            // An upgrade: the same apply with changed objects (here the webhooks' timeout) patches the
+            // configurations in place; the loop goes on.
+            let upgraded: Vec<Value> = objects
+                .iter()
+                .cloned()
+                .map(|mut o| {
+                    if o["kind"]
+                        .as_str()
+                        .is_some_and(|k| k.ends_with("WebhookConfiguration"))
+                    {
+                        o["webhooks"][0]["timeoutSeconds"] = json!(7);
+                    }
+                    o
+                })
+                .collect();
+            let applied = apply(&t, &upgraded, None)?;
+            ensure!(
+                applied.contains("validatingwebhookconfiguration.admissionregistration.k8s.io/stage-guard configured"),
+                "the upgrade applied:\n{applied}"
+            );
             wait_until(
                 Duration::from_secs(120),
                 "rounds of writes while judged",
