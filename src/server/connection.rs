@@ -13,6 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::connections::{Connections, Registered, Tracker};
+use super::gate::{self, Gated};
 use super::http::AppState;
 use super::log_limit::{LOG_WINDOW, LogLimiter};
 use super::phase::{self, Next, Phase};
@@ -30,6 +31,8 @@ pub struct Shared {
     pub router: Router,
     pub state: Arc<AppState>,
     pub connections: Arc<Connections>,
+    /// TLS handshakes polled at once (see [`gate`]).
+    handshakes: Arc<tokio::sync::Semaphore>,
     refusals: LogLimiter<HandshakeFailure>,
     closes: LogLimiter<ConnectionClose>,
 }
@@ -46,6 +49,7 @@ impl Shared {
             router,
             state,
             connections,
+            handshakes: Arc::new(tokio::sync::Semaphore::new(gate::permits())),
             refusals: LogLimiter::new(LOG_WINDOW),
             closes: LogLimiter::new(LOG_WINDOW),
         }
@@ -159,18 +163,17 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, regist
     }
 }
 
-/// The TLS handshake, bounded by [`HANDSHAKE_TIMEOUT`]; a connection still handshaking may be
-/// chosen to make room.
+/// The TLS handshake, bounded by [`HANDSHAKE_TIMEOUT`] and gated so that a burst of handshakes
+/// cannot take every runtime thread; a connection still handshaking may be chosen to make room.
 async fn handshake(
     shared: &Shared,
     tcp: TcpStream,
     peer: SocketAddr,
     tracker: &Tracker,
 ) -> Option<TlsStream<TcpStream>> {
-    let mut accepting = std::pin::pin!(tls::accept_with_timeout(
-        &shared.acceptor,
-        tcp,
-        HANDSHAKE_TIMEOUT
+    let mut accepting = std::pin::pin!(Gated::new(
+        tls::accept_with_timeout(&shared.acceptor, tcp, HANDSHAKE_TIMEOUT),
+        shared.handshakes.clone(),
     ));
     loop {
         tokio::select! {

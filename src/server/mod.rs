@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod connections;
+pub mod gate;
 pub mod handshake;
 pub mod http;
 pub mod listen;
