@@ -148,7 +148,7 @@ pub struct ServeArgs {
         long,
         env = "STAGE_GUARD_HEADER_TIMEOUT",
         value_name = "SECS",
-        default_value_t = 10.0
+        default_value_t = crate::server::DEFAULT_HEADER_TIMEOUT.as_secs_f64()
     )]
     pub header_timeout: f64,
     /// Log line format
