@@ -77,6 +77,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         (Ok(d), Ok(g)) => (d, g),
         (Err(e), _) | (_, Err(e)) => return usage_error(e),
     };
+    let header_timeout = match seconds("--header-timeout", args.header_timeout) {
+        Ok(t) if !t.is_zero() => t,
+        Ok(_) => return usage_error("--header-timeout must be more than 0 seconds"),
+        Err(e) => return usage_error(e),
+    };
     if args.max_body_bytes == 0 {
         return usage_error("--max-body-bytes must be at least 1");
     }
@@ -96,6 +101,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         shutdown_delay,
         shutdown_grace,
         max_connections: args.max_connections,
+        header_timeout,
     };
     tracing::info!(
         config = %args.config.as_ref().map_or("(embedded default)".into(), |p| p.display().to_string()),

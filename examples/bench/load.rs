@@ -111,12 +111,19 @@ impl Body for ReviewBody {
 
 pub type Sender = SendRequest<ReviewBody>;
 
-/// Opens one keep-alive connection (TCP + TLS handshake + HTTP/1.1).
-pub async fn connect(target: &Target) -> anyhow::Result<Sender> {
+/// A TLS connection to the target (TCP + handshake), nothing sent yet.
+pub async fn tls_connect(
+    target: &Target,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(target.addr).await?;
     tcp.set_nodelay(true)?;
     let name = ServerName::try_from("localhost")?;
-    let tls = target.connector.connect(name, tcp).await?;
+    Ok(target.connector.connect(name, tcp).await?)
+}
+
+/// Opens one keep-alive connection (TCP + TLS handshake + HTTP/1.1).
+pub async fn connect(target: &Target) -> anyhow::Result<Sender> {
+    let tls = tls_connect(target).await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(async move {
         let _ = conn.await;
@@ -145,7 +152,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn new() -> Stats {
+    pub fn new() -> Stats {
         Stats {
             // 1 µs to 60 s at 3 significant digits; these bounds are valid, so this cannot fail.
             hist: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!()),
@@ -156,12 +163,12 @@ impl Stats {
         }
     }
 
-    fn error(&mut self, kind: String) {
+    pub fn error(&mut self, kind: String) {
         self.errors += 1;
         *self.error_kinds.entry(kind).or_default() += 1;
     }
 
-    fn merge(&mut self, other: Stats) {
+    pub fn merge(&mut self, other: Stats) {
         // Same bounds on both sides: adding cannot fail.
         let _ = self.hist.add(&other.hist);
         self.ok += other.ok;
@@ -203,7 +210,8 @@ enum Outcome {
     Broken(String),
 }
 
-async fn send(sender: &mut Sender, target: &Target, t: &Prepared) -> Outcome {
+/// A review request from a template, with a fresh uid (returned, to check the answer against).
+pub fn review_request(t: &Prepared) -> (hyper::Request<ReviewBody>, Bytes) {
     let mut uid_buf = [0u8; 36];
     let uid = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut uid_buf);
     let uid = Bytes::copy_from_slice(uid.as_bytes());
@@ -223,7 +231,27 @@ async fn send(sender: &mut Sender, target: &Target, t: &Prepared) -> Outcome {
     let headers = request.headers_mut();
     headers.insert(HOST, HeaderValue::from_static("localhost"));
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    (request, uid)
+}
 
+/// Why an answer is not the expected one: not 200, or (for stage-guard) not echoing the uid.
+pub fn answer_error(
+    target: &Target,
+    status: hyper::StatusCode,
+    body: &[u8],
+    uid: &[u8],
+) -> Option<String> {
+    if status != hyper::StatusCode::OK {
+        return Some(format!("HTTP {}", status.as_u16()));
+    }
+    if target.check_uid && !body.windows(uid.len()).any(|w| w == uid) {
+        return Some("uid not echoed".into());
+    }
+    None
+}
+
+async fn send(sender: &mut Sender, target: &Target, t: &Prepared) -> Outcome {
+    let (request, uid) = review_request(t);
     if let Err(e) = sender.ready().await {
         return Outcome::Broken(format!("connection: {e}"));
     }
@@ -236,13 +264,10 @@ async fn send(sender: &mut Sender, target: &Target, t: &Prepared) -> Outcome {
         Ok(b) => b.to_bytes(),
         Err(e) => return Outcome::Broken(format!("response body: {e}")),
     };
-    if status != hyper::StatusCode::OK {
-        return Outcome::Error(format!("HTTP {}", status.as_u16()));
+    match answer_error(target, status, &body, &uid) {
+        Some(kind) => Outcome::Error(kind),
+        None => Outcome::Ok,
     }
-    if target.check_uid && !body.windows(uid.len()).any(|w| w == uid.as_ref()) {
-        return Outcome::Error("uid not echoed".into());
-    }
-    Outcome::Ok
 }
 
 /// Sends one request; a broken connection is replaced. Returns the result and when it was sent and done.
@@ -285,7 +310,7 @@ pub async fn send_count(
 }
 
 impl Stats {
-    fn book(&mut self, result: Result<(), String>, latency: Duration) {
+    pub fn book(&mut self, result: Result<(), String>, latency: Duration) {
         match result {
             Ok(()) => {
                 self.ok += 1;
