@@ -310,6 +310,7 @@ fn main() -> anyhow::Result<()> {
 
     if opts.wants("memory") {
         let prepared = load::prepare(&fixtures::templates(fixtures::LARGE_OBJECT_BYTES));
+        let varied = load::prepare(&fixtures::varied_templates());
         for round in 0..opts.rounds {
             for kind in [Kind::StageGuard, Kind::Baseline] {
                 eprintln!(
@@ -318,7 +319,8 @@ fn main() -> anyhow::Result<()> {
                     opts.rounds,
                     kind.name()
                 );
-                let m = runtime.block_on(run_memory(&setup, &ca_pem, kind, &prepared, &plan))?;
+                let m = runtime
+                    .block_on(run_memory(&setup, &ca_pem, kind, &prepared, &varied, &plan))?;
                 eprintln!(
                     "  idle {:.1} MiB, peak {:.1} MiB under {MEMORY_CONNECTIONS} connections, after: {}",
                     m.idle_kib as f64 / 1024.0,
@@ -326,7 +328,25 @@ fn main() -> anyhow::Result<()> {
                     m.after_kib
                         .iter()
                         .zip(AFTER_BURST)
-                        .map(|(k, d)| format!("{:.1} MiB at {} s", *k as f64 / 1024.0, d.as_secs_f64()))
+                        .map(|(k, d)| format!(
+                            "{:.1} MiB at {} s",
+                            *k as f64 / 1024.0,
+                            d.as_secs_f64()
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                eprintln!(
+                    "  after {} varied and broken bodies: {}",
+                    m.varied_requests,
+                    m.varied_after_kib
+                        .iter()
+                        .zip(AFTER_BURST)
+                        .map(|(k, d)| format!(
+                            "{:.1} MiB at {} s",
+                            *k as f64 / 1024.0,
+                            d.as_secs_f64()
+                        ))
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
@@ -441,12 +461,25 @@ async fn sample_cpu(pid: u32, window: load::Window) -> anyhow::Result<(Duration,
     Ok((s1.saturating_sub(s0), c1.saturating_sub(c0)))
 }
 
-/// Resident memory of a fresh server idle, then its peak with 64 connections sending large reviews.
+/// VmRSS at each of [`AFTER_BURST`] from now (the burst's connections just closed).
+async fn rss_after_burst(server: &procs::Server) -> anyhow::Result<Vec<u64>> {
+    let burst_end = tokio::time::Instant::now();
+    let mut kib = Vec::new();
+    for after in AFTER_BURST {
+        tokio::time::sleep_until(burst_end + after).await;
+        kib.push(server.status_kib("VmRSS")?);
+    }
+    Ok(kib)
+}
+
+/// Resident memory of a fresh server idle, then its peak with 64 connections sending large reviews,
+/// and what it keeps after that burst and after a second one of varied and broken bodies.
 async fn run_memory(
     setup: &Setup,
     ca_pem: &[u8],
     kind: Kind,
     prepared: &Arc<Vec<load::Prepared>>,
+    varied: &Arc<Vec<load::Prepared>>,
     plan: &Plan,
 ) -> anyhow::Result<MemorySample> {
     let mut server = procs::start(setup, kind)?;
@@ -460,20 +493,23 @@ async fn run_memory(
     )?);
     let senders = load::connect_all(&target, MEMORY_CONNECTIONS).await?;
     let window = load::Window::starting_now(Duration::ZERO, plan.memory);
-    let stats = load::closed_loop(target, prepared.clone(), senders, window).await?;
+    let stats = load::closed_loop(target.clone(), prepared.clone(), senders, window).await?;
     server.check_alive()?;
     let peak_kib = server.status_kib("VmHWM")?;
     let threads = server.threads()?;
-    let burst_end = tokio::time::Instant::now();
-    let mut after_kib = Vec::new();
-    for after in AFTER_BURST {
-        tokio::time::sleep_until(burst_end + after).await;
-        after_kib.push(server.status_kib("VmRSS")?);
-    }
+    let after_kib = rss_after_burst(&server).await?;
+    // Then a longer burst as a fuzzer makes one: many sizes, half of them broken.
+    let senders = load::connect_all(&target, MEMORY_CONNECTIONS).await?;
+    let window = load::Window::starting_now(Duration::ZERO, plan.memory * 2);
+    let varied = load::closed_loop(target, varied.clone(), senders, window).await?;
+    server.check_alive()?;
+    let varied_after_kib = rss_after_burst(&server).await?;
     Ok(MemorySample {
         idle_kib,
         peak_kib,
         after_kib,
+        varied_after_kib,
+        varied_requests: varied.ok + varied.errors,
         threads,
         requests: stats.ok,
         errors: stats.errors,

@@ -196,14 +196,14 @@ impl Window {
     }
 }
 
-enum Outcome {
+pub enum Outcome {
     Ok,
     Error(String),
     /// The connection is unusable; reconnect.
     Broken(String),
 }
 
-async fn send(sender: &mut Sender, target: &Target, t: &Prepared) -> Outcome {
+pub async fn send(sender: &mut Sender, target: &Target, t: &Prepared) -> Outcome {
     let mut uid_buf = [0u8; 36];
     let uid = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut uid_buf);
     let uid = Bytes::copy_from_slice(uid.as_bytes());
