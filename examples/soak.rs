@@ -18,7 +18,6 @@
 #[path = "soak/certs.rs"]
 mod certs;
 #[path = "bench/fixtures.rs"]
-#[allow(dead_code)]
 mod fixtures;
 #[path = "bench/load.rs"]
 #[allow(dead_code)]
