@@ -12,6 +12,9 @@
 //! `--against-bin PATH` (A/B of two stage-guard builds: PATH, another stage-guard binary, takes the
 //! baseline's place; `BENCHMARKS.md` is left alone).
 //!
+//! `--replay DIR --to ADDR --ca FILE [--seconds S]` sends every file of DIR (a fuzz corpus) as a body over 64
+//! connections for S seconds, to a server started by hand, to see what it keeps afterwards.
+//!
 //! `--send N --to ADDR --ca FILE [--large] [--baseline]` only sends N reviews of the benchmark's mix over one
 //! connection to a server started by hand (for example under `valgrind --tool=callgrind`) and exits:
 //! see "Where the time goes" in BENCHMARKS.md.
@@ -189,6 +192,57 @@ fn build(manifest_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--replay DIR --to ADDR --ca FILE [--seconds S]`: every file of DIR (a fuzz corpus) as a body, to
+/// `/validate` and `/mutate` in turn, over 64 connections for S seconds (default 60), as a long fuzz run
+/// against a server started by hand; prints the answers by status. RELIABILITY.md ("Memory").
+fn replay(args: &[String]) -> anyhow::Result<()> {
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .with_context(|| format!("{flag} is required with --replay"))
+    };
+    let dir = PathBuf::from(value("--replay")?);
+    let addr: std::net::SocketAddr = value("--to")?.parse().context("--to ADDR (ip:port)")?;
+    let ca = std::fs::read(value("--ca")?).context("--ca FILE")?;
+    let seconds: f64 = match args.iter().position(|a| a == "--seconds") {
+        Some(i) => args.get(i + 1).context("--seconds S")?.parse()?,
+        None => 60.0,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut bodies = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let path = if i % 2 == 0 { "/validate" } else { "/mutate" };
+        bodies.push(load::Prepared::raw(path, std::fs::read(f)?));
+    }
+    if bodies.is_empty() {
+        bail!("{} holds no files", dir.display());
+    }
+    let bodies = Arc::new(bodies);
+    let target = Arc::new(load::Target::new(addr, &ca, true)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let stats = runtime.block_on(async {
+        let senders = load::connect_all(&target, MEMORY_CONNECTIONS).await?;
+        let window = load::Window::starting_now(Duration::ZERO, Duration::from_secs_f64(seconds));
+        load::closed_loop(target.clone(), bodies.clone(), senders, window).await
+    })?;
+    println!(
+        "{} bodies from {} files in {seconds} s: {} answered 200, others: {:?}",
+        stats.ok + stats.errors,
+        files.len(),
+        stats.ok,
+        stats.error_kinds
+    );
+    Ok(())
+}
+
 /// `--send N --to ADDR --ca FILE [--large] [--baseline]`: a fixed amount of work for a profiler, nothing measured.
 fn send_only(args: &[String]) -> anyhow::Result<()> {
     let value = |flag: &str| {
@@ -224,6 +278,9 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--send") {
         return send_only(&args);
+    }
+    if args.iter().any(|a| a == "--replay") {
+        return replay(&args);
     }
     let opts = parse_opts()?;
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

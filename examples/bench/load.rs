@@ -59,6 +59,20 @@ pub struct Prepared {
     path: &'static str,
     head: Bytes,
     tail: Bytes,
+    /// A review with a fresh uid between head and tail; otherwise `head` is sent as it is.
+    with_uid: bool,
+}
+
+impl Prepared {
+    /// A body sent byte for byte (no uid put in, none checked): for replaying a fuzz corpus.
+    pub fn raw(path: &'static str, body: Vec<u8>) -> Prepared {
+        Prepared {
+            path,
+            head: Bytes::from(body),
+            tail: Bytes::new(),
+            with_uid: false,
+        }
+    }
 }
 
 pub fn prepare(templates: &[Template]) -> Arc<Vec<Prepared>> {
@@ -69,6 +83,7 @@ pub fn prepare(templates: &[Template]) -> Arc<Vec<Prepared>> {
                 path: t.path,
                 head: Bytes::from(t.head.clone()),
                 tail: Bytes::from(t.tail.clone()),
+                with_uid: true,
             })
             .collect(),
     )
@@ -206,13 +221,17 @@ pub enum Outcome {
 pub async fn send(sender: &mut Sender, target: &Target, t: &Prepared) -> Outcome {
     let mut uid_buf = [0u8; 36];
     let uid = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut uid_buf);
-    let uid = Bytes::copy_from_slice(uid.as_bytes());
+    let uid = if t.with_uid {
+        Bytes::copy_from_slice(uid.as_bytes())
+    } else {
+        Bytes::new()
+    };
     let len = (t.head.len() + uid.len() + t.tail.len()) as u64;
     let body = ReviewBody {
         frames: [
             Some(t.head.clone()),
-            Some(uid.clone()),
-            Some(t.tail.clone()),
+            (!uid.is_empty()).then(|| uid.clone()),
+            (!t.tail.is_empty()).then(|| t.tail.clone()),
         ],
         next: 0,
         len,
@@ -239,7 +258,7 @@ pub async fn send(sender: &mut Sender, target: &Target, t: &Prepared) -> Outcome
     if status != hyper::StatusCode::OK {
         return Outcome::Error(format!("HTTP {}", status.as_u16()));
     }
-    if target.check_uid && !body.windows(uid.len()).any(|w| w == uid.as_ref()) {
+    if target.check_uid && t.with_uid && !body.windows(uid.len()).any(|w| w == uid.as_ref()) {
         return Outcome::Error("uid not echoed".into());
     }
     Outcome::Ok
