@@ -171,3 +171,85 @@ fn applies(patch: &Value, request_body: &[u8]) -> Result<(), String> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REQUEST: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1","operation":"UPDATE","object":{"metadata":{"name":"wf"}},"oldObject":{"metadata":{"name":"wf"}}}}"#;
+
+    fn response(webhook: Webhook, response: Value) -> Result<(), String> {
+        let allowed = response["allowed"].as_bool().unwrap_or(false);
+        let body = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response});
+        check_response(
+            webhook,
+            "u1",
+            REQUEST.as_bytes(),
+            body.to_string().as_bytes(),
+            allowed,
+        )
+    }
+
+    fn patch(ops: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(ops)
+    }
+
+    #[test]
+    fn the_api_servers_refusals_are_findings() {
+        let good_patch = patch(r#"[{"op":"add","path":"/metadata/labels","value":{}}]"#);
+        let ok = [
+            (
+                Webhook::Validate,
+                serde_json::json!({"uid": "u1", "allowed": true}),
+            ),
+            (
+                Webhook::Mutate,
+                serde_json::json!({"uid": "u1", "allowed": true, "patch": good_patch, "patchType": "JSONPatch"}),
+            ),
+        ];
+        for (w, r) in ok {
+            assert_eq!(response(w, r), Ok(()));
+        }
+        let bad = [
+            (
+                Webhook::Validate,
+                serde_json::json!({"uid": "u2", "allowed": true}),
+            ),
+            (
+                Webhook::Validate,
+                serde_json::json!({"uid": "u1", "allowed": true, "patch": good_patch, "patchType": "JSONPatch"}),
+            ),
+            (
+                Webhook::Mutate,
+                serde_json::json!({"uid": "u1", "allowed": true, "patch": good_patch}),
+            ),
+            (
+                Webhook::Mutate,
+                serde_json::json!({"uid": "u1", "allowed": true, "patch": patch(r#"[{"op":"remove","path":"/metadata/labels/x"}]"#), "patchType": "JSONPatch"}),
+            ),
+            (
+                Webhook::Mutate,
+                serde_json::json!({"uid": "u1", "allowed": false}),
+            ),
+            (
+                Webhook::Validate,
+                serde_json::json!({"uid": "u1", "allowed": false, "status": {"code": 409}}),
+            ),
+            (
+                Webhook::Validate,
+                serde_json::json!({"uid": "u1", "allowed": true, "warnings": ["two\nlines"]}),
+            ),
+            (
+                Webhook::Validate,
+                serde_json::json!({"uid": "u1", "allowed": true, "warnings": ["x".repeat(121)]}),
+            ),
+            (
+                Webhook::Validate,
+                serde_json::json!({"uid": "u1", "allowed": true, "auditAnnotations": {"a/b": "x"}}),
+            ),
+        ];
+        for (w, r) in bad {
+            assert!(response(w, r.clone()).is_err(), "{r} passed");
+        }
+    }
+}

@@ -102,3 +102,30 @@ fn same_object(which: &str, m: &Meta<'_>, seen: &ObjectSeen) -> Result<(), Strin
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BODY: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1","operation":"CREATE","object":{"metadata":{"labels":{"current-stage":"a"},"annotations":{"x":"y"}}}}}"#;
+
+    #[test]
+    fn agreeing_decoders_pass_and_any_difference_is_a_finding() {
+        assert_eq!(decode(BODY.as_bytes()), Ok(()));
+        let r = request::decode(BODY.as_bytes()).unwrap();
+        let mut seen = oracle::review(BODY.as_bytes()).unwrap();
+        assert_eq!(same_request(&r, &seen), Ok(()));
+        seen.object
+            .labels
+            .insert("current-stage".into(), "b".into());
+        assert!(same_request(&r, &seen).is_err());
+        let mut seen = oracle::review(BODY.as_bytes()).unwrap();
+        seen.object
+            .annotations
+            .insert("stage-guard.io/history".into(), "[]".into());
+        assert!(same_request(&r, &seen).is_err());
+        let mut seen = oracle::review(BODY.as_bytes()).unwrap();
+        seen.username = "someone".into();
+        assert!(same_request(&r, &seen).is_err());
+    }
+}
