@@ -59,6 +59,20 @@ pub struct Prepared {
     path: &'static str,
     head: Bytes,
     tail: Bytes,
+    /// A review with a fresh uid between head and tail; otherwise `head` is sent as it is.
+    with_uid: bool,
+}
+
+impl Prepared {
+    /// A body sent byte for byte (no uid put in, none checked): for replaying a fuzz corpus.
+    pub fn raw(path: &'static str, body: Vec<u8>) -> Prepared {
+        Prepared {
+            path,
+            head: Bytes::from(body),
+            tail: Bytes::new(),
+            with_uid: false,
+        }
+    }
 }
 
 pub fn prepare(templates: &[Template]) -> Arc<Vec<Prepared>> {
@@ -69,6 +83,7 @@ pub fn prepare(templates: &[Template]) -> Arc<Vec<Prepared>> {
                 path: t.path,
                 head: Bytes::from(t.head.clone()),
                 tail: Bytes::from(t.tail.clone()),
+                with_uid: true,
             })
             .collect(),
     )
@@ -203,24 +218,29 @@ impl Window {
     }
 }
 
-enum Outcome {
+pub enum Outcome {
     Ok,
     Error(String),
     /// The connection is unusable; reconnect.
     Broken(String),
 }
 
-/// A review request from a template, with a fresh uid (returned, to check the answer against).
+/// A review request from a template, with a fresh uid when the template has a place for one
+/// (returned, to check the answer against; empty for a replayed body sent as it is).
 pub fn review_request(t: &Prepared) -> (hyper::Request<ReviewBody>, Bytes) {
     let mut uid_buf = [0u8; 36];
     let uid = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut uid_buf);
-    let uid = Bytes::copy_from_slice(uid.as_bytes());
+    let uid = if t.with_uid {
+        Bytes::copy_from_slice(uid.as_bytes())
+    } else {
+        Bytes::new()
+    };
     let len = (t.head.len() + uid.len() + t.tail.len()) as u64;
     let body = ReviewBody {
         frames: [
             Some(t.head.clone()),
-            Some(uid.clone()),
-            Some(t.tail.clone()),
+            (!uid.is_empty()).then(|| uid.clone()),
+            (!t.tail.is_empty()).then(|| t.tail.clone()),
         ],
         next: 0,
         len,
@@ -244,13 +264,13 @@ pub fn answer_error(
     if status != hyper::StatusCode::OK {
         return Some(format!("HTTP {}", status.as_u16()));
     }
-    if target.check_uid && !body.windows(uid.len()).any(|w| w == uid) {
+    if target.check_uid && !uid.is_empty() && !body.windows(uid.len()).any(|w| w == uid) {
         return Some("uid not echoed".into());
     }
     None
 }
 
-async fn send(sender: &mut Sender, target: &Target, t: &Prepared) -> Outcome {
+pub async fn send(sender: &mut Sender, target: &Target, t: &Prepared) -> Outcome {
     let (request, uid) = review_request(t);
     if let Err(e) = sender.ready().await {
         return Outcome::Broken(format!("connection: {e}"));
