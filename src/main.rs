@@ -100,10 +100,12 @@ fn serve(args: ServeArgs) -> ExitCode {
     tracing::info!(
         config = %args.config.as_ref().map_or("(embedded default)".into(), |p| p.display().to_string()),
         label = %policy.label,
-        stages = policy.graph.stages().len(),
-        mode = policy.mode.as_str(),
+        pipelines = %summary(&policy),
         "configuration loaded"
     );
+    for warning in &policy.warnings {
+        tracing::warn!(%warning, "configuration");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -291,24 +293,46 @@ fn read_object(path: &Path) -> Result<serde_json::Value, String> {
 fn config_check(file: &Path) -> ExitCode {
     match Policy::from_file(file) {
         Ok(p) => {
-            let edges: usize = p
-                .graph
-                .stages()
-                .iter()
-                .map(|s| p.graph.next_stages(Some(s)).len())
-                .sum();
-            println!(
-                "# {}: ok ({}, {}, entry: {}, mode: {})",
-                file.display(),
-                plural(p.graph.stages().len(), "stage"),
-                plural(edges, "edge"),
-                p.graph.entry_stages().join(", "),
-                p.mode.as_str()
-            );
+            println!("# {}: ok ({})", file.display(), summary(&p));
+            for warning in &p.warnings {
+                println!("# warning: {warning}");
+                eprintln!("warning: {}: {warning}", file.display());
+            }
             print!("{}", effective_yaml(&p));
             ExitCode::SUCCESS
         }
         Err(e) => usage_error(e),
+    }
+}
+
+/// One pipeline in a few words: `3 stages, 2 edges, entry: a, mode: enforce`.
+fn pipeline_summary(p: &stage_guard::core::Pipeline) -> String {
+    let g = &p.graph;
+    let edges: usize = g
+        .stages()
+        .iter()
+        .map(|s| g.next_stages(Some(s)).len())
+        .sum();
+    format!(
+        "{}, {}, entry: {}, mode: {}",
+        plural(g.stages().len(), "stage"),
+        plural(edges, "edge"),
+        g.entry_stages().join(", "),
+        p.mode.as_str()
+    )
+}
+
+/// The whole configuration in a line: the one graph's summary, or each pipeline's.
+fn summary(p: &Policy) -> String {
+    match p.pipelines.as_slice() {
+        [only] if only.name == stage_guard::core::DEFAULT_PIPELINE => pipeline_summary(only),
+        all => {
+            let each: Vec<String> = all
+                .iter()
+                .map(|q| format!("{}: {}", q.name, pipeline_summary(q)))
+                .collect();
+            format!("{}; {}", plural(all.len(), "pipeline"), each.join("; "))
+        }
     }
 }
 
