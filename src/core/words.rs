@@ -133,7 +133,9 @@ impl Say<'_, '_> {
             Reason::PipelineChanged => {
                 let name = |i: Option<usize>| {
                     i.and_then(|i| self.policy.pipelines.get(i))
-                        .map_or("no pipeline".to_owned(), |p| format!("pipeline {:?}", p.name))
+                        .map_or("no pipeline".to_owned(), |p| {
+                            format!("pipeline {:?}", p.name)
+                        })
                 };
                 format!(
                     "its labels move it from {} to {}; only a permitted override may do that",

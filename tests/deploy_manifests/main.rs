@@ -239,6 +239,10 @@ fn configmap_config(docs: &[Value]) -> String {
 /// without an edge list.
 fn normalized(config_yaml: &str) -> Value {
     let mut config: Value = serde_saphyr::from_str(config_yaml).unwrap();
+    if !config["stages"].is_array() {
+        // Pipelines only: no top-level graph to fill in.
+        return config;
+    }
     let stages = strings(&config["stages"]);
     let object = config.as_object_mut().unwrap();
     object
