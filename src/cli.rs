@@ -44,6 +44,12 @@ pub enum Command {
     /// Check a configuration file, or print the embedded default
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Draw each pipeline's stage graph (entries, finals and loops marked) as text, Mermaid or DOT
+    #[command(after_help = "Examples:
+  stage-guard graph                                        # the embedded default, as text
+  stage-guard graph --config config.yaml --format mermaid  # every pipeline, for a README
+  stage-guard graph --config config.yaml --pipeline qa-loop --format dot | dot -Tsvg > qa.svg")]
+    Graph(GraphArgs),
     /// Make or rotate the webhook's certificates in a directory (CA, serving pair, caBundle) without a
     /// failed request; prints the caBundle; exit 2 when the directory's state does not allow the step
     #[command(after_help = CERTS_EXAMPLES)]
@@ -152,6 +158,32 @@ pub struct ServeArgs {
     /// overrides RUST_LOG. Anything else is refused at start-up
     #[arg(long, env = "STAGE_GUARD_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Text,
+    Mermaid,
+    Dot,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// Stage configuration (YAML); the embedded default when absent
+    #[arg(long, env = "STAGE_GUARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Only this pipeline (`default` is the top-level graph); every pipeline when absent
+    #[arg(long, env = "STAGE_GUARD_PIPELINE", value_name = "NAME")]
+    pub pipeline: Option<String>,
+    /// Output format
+    #[arg(
+        long,
+        env = "STAGE_GUARD_FORMAT",
+        value_enum,
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
+    pub format: GraphFormat,
 }
 
 #[derive(Debug, Args)]

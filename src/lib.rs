@@ -15,6 +15,7 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod diagram;
 pub mod logging;
 pub mod metrics;
 pub mod pem;

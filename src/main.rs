@@ -15,11 +15,12 @@ use clap::Parser;
 use stage_guard::admission::pipeline::{self, ClusterAnswer, PipelineError, Requester};
 use stage_guard::certs;
 use stage_guard::cli::{
-    CertsArgs, CheckArgs, Cli, Command, ConfigCommand, DefaultServe, ReviewArgs, ReviewOperation,
-    ServeArgs,
+    CertsArgs, CheckArgs, Cli, Command, ConfigCommand, DefaultServe, GraphArgs, GraphFormat,
+    ReviewArgs, ReviewOperation, ServeArgs,
 };
 use stage_guard::config::{DEFAULT_CONFIG_YAML, effective_yaml};
 use stage_guard::core::{Operation, Policy, plural};
+use stage_guard::diagram;
 use stage_guard::server::{self, ServeOptions, Server};
 
 const EXIT_DENIED: u8 = 1;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Certs(args)) => make_certs(args),
+        Some(Command::Graph(args)) => graph(args),
     }
 }
 
@@ -334,6 +336,34 @@ fn summary(p: &Policy) -> String {
             format!("{}; {}", plural(all.len(), "pipeline"), each.join("; "))
         }
     }
+}
+
+/// `stage-guard graph`: the pipelines' graphs on stdout.
+fn graph(args: GraphArgs) -> ExitCode {
+    let policy = match Policy::load(args.config.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return usage_error(e),
+    };
+    let chosen: Vec<&stage_guard::core::Pipeline> = match &args.pipeline {
+        Some(name) => match policy.pipeline(name) {
+            Some(p) => vec![p],
+            None => {
+                let names: Vec<&str> = policy.pipelines.iter().map(|p| p.name.as_str()).collect();
+                return usage_error(format!(
+                    "no pipeline {name:?} (the configuration has: {})",
+                    names.join(", ")
+                ));
+            }
+        },
+        None => policy.pipelines.iter().collect(),
+    };
+    let format = match args.format {
+        GraphFormat::Text => diagram::Format::Text,
+        GraphFormat::Mermaid => diagram::Format::Mermaid,
+        GraphFormat::Dot => diagram::Format::Dot,
+    };
+    print!("{}", diagram::draw(&chosen, format));
+    ExitCode::SUCCESS
 }
 
 fn make_certs(args: CertsArgs) -> ExitCode {
