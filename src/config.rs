@@ -6,7 +6,7 @@
 //! column), names the key and says why (`syntax` words the parser's errors).
 
 mod render;
-mod syntax;
+pub(crate) mod syntax;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;

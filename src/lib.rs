@@ -21,5 +21,6 @@ pub mod metrics;
 pub mod pem;
 pub mod server;
 pub mod suggest;
+pub mod suite;
 #[cfg(test)]
 mod test_tls;

@@ -16,12 +16,13 @@ use stage_guard::admission::pipeline::{self, ClusterAnswer, PipelineError, Reque
 use stage_guard::certs;
 use stage_guard::cli::{
     CertsArgs, CheckArgs, Cli, Command, ConfigCommand, DefaultServe, GraphArgs, GraphFormat,
-    ReviewArgs, ReviewOperation, ServeArgs,
+    ReviewArgs, ReviewOperation, ServeArgs, TestArgs,
 };
 use stage_guard::config::{DEFAULT_CONFIG_YAML, effective_yaml};
 use stage_guard::core::{Operation, Policy, plural};
 use stage_guard::diagram;
 use stage_guard::server::{self, ServeOptions, Server};
+use stage_guard::suite::Suite;
 
 const EXIT_DENIED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Certs(args)) => make_certs(args),
         Some(Command::Graph(args)) => graph(args),
+        Some(Command::Test(args)) => run_suites(args),
     }
 }
 
@@ -151,12 +153,21 @@ fn check(args: CheckArgs) -> ExitCode {
             "--create judges a new object: it has no stored stage, so --from must be omitted",
         );
     }
+    let labels = match parse_labels(&args.labels) {
+        Ok(l) => l,
+        Err(e) => return usage_error(e),
+    };
     let (old, new) = pipeline::change_objects(
         &policy,
-        "(offline check)",
-        args.from.as_deref(),
-        args.to.as_deref(),
-        args.override_reason.as_deref(),
+        &pipeline::Change {
+            name: "(offline check)",
+            namespace: args.namespace.as_deref(),
+            labels: &labels,
+            new_labels: None,
+            from: args.from.as_deref(),
+            to: args.to.as_deref(),
+            override_reason: args.override_reason.as_deref(),
+        },
     );
     let (operation, old) = if args.create {
         (Operation::Create, None)
@@ -177,6 +188,18 @@ fn check(args: CheckArgs) -> ExitCode {
         }
         Err(e) => usage_error(e),
     }
+}
+
+/// `--label KEY=VALUE` flags as pairs.
+fn parse_labels(given: &[String]) -> Result<Vec<(String, String)>, String> {
+    given
+        .iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| format!("--label {l:?}: write KEY=VALUE"))
+        })
+        .collect()
 }
 
 /// The warnings both webhooks gave, as kubectl would print them.
@@ -335,6 +358,105 @@ fn summary(p: &Policy) -> String {
                 .collect();
             format!("{}; {}", plural(all.len(), "pipeline"), each.join("; "))
         }
+    }
+}
+
+/// The suite files `paths` name: files as given, folders' `*.yaml`/`*.yml` files in name order.
+fn suite_files(paths: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>, String> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect();
+            if found.is_empty() {
+                return Err(format!(
+                    "{}: no *.yaml or *.yml suites in it",
+                    path.display()
+                ));
+            }
+            found.sort();
+            files.extend(found);
+        } else if path.is_file() {
+            files.push(path.clone());
+        } else {
+            return Err(format!("{}: no such file or folder", path.display()));
+        }
+    }
+    Ok(files)
+}
+
+/// `stage-guard test`: a line per case, then the summary; exit 0 all pass, 1 a failure, 2 a
+/// malformed suite or configuration.
+fn run_suites(args: TestArgs) -> ExitCode {
+    let files = match suite_files(&args.paths) {
+        Ok(f) => f,
+        Err(e) => return usage_error(e),
+    };
+    let now = SystemTime::now();
+    let (mut passed, mut failed, mut broken) = (0usize, 0usize, 0usize);
+    for file in &files {
+        let suite = match Suite::load(file) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("stage-guard: {e}");
+                broken += 1;
+                continue;
+            }
+        };
+        let policy = match Policy::load(suite.config.as_deref().or(args.config.as_deref())) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("stage-guard: {}: {e}", file.display());
+                broken += 1;
+                continue;
+            }
+        };
+        for case in &suite.cases {
+            match case.run(&policy, now) {
+                Ok(got) if case.passes(&got) => {
+                    passed += 1;
+                    println!(
+                        "PASS  {}: {}: {}",
+                        file.display(),
+                        case.name,
+                        got.describe()
+                    );
+                }
+                Ok(got) => {
+                    failed += 1;
+                    println!(
+                        "FAIL  {}: {}: expected {}, got {}: {}",
+                        file.display(),
+                        case.name,
+                        case.expected(),
+                        got.describe(),
+                        got.message
+                    );
+                }
+                Err(e) => {
+                    failed += 1;
+                    println!("FAIL  {}: {}: {e}", file.display(), case.name);
+                }
+            }
+        }
+    }
+    println!(
+        "{} in {}: {passed} passed, {failed} failed{}",
+        plural(passed + failed, "case"),
+        plural(files.len(), "file"),
+        if broken > 0 {
+            format!(", {} not run", plural(broken, "malformed file"))
+        } else {
+            String::new()
+        }
+    );
+    match (broken, failed) {
+        (0, 0) => ExitCode::SUCCESS,
+        (0, _) => ExitCode::from(1),
+        _ => ExitCode::from(2),
     }
 }
 

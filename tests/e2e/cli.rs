@@ -1058,3 +1058,68 @@ fn config_check_summarises_pipelines_and_prints_warnings() {
     let o2 = run(&["config", "check", &again]);
     assert_eq!(o2.status.code(), Some(0), "{}", stderr(&o2));
 }
+
+/// The suites shipped beside the manifests pass against the configurations they name.
+#[test]
+fn the_shipped_test_suites_pass() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/tests");
+    let o = run(&["test", dir]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    let summary = out.lines().last().unwrap();
+    assert!(
+        summary.ends_with("in 2 files: 24 passed, 0 failed"),
+        "{summary}"
+    );
+    assert_eq!(out.lines().filter(|l| l.starts_with("PASS  ")).count(), 24);
+}
+
+#[test]
+fn test_reports_each_case_and_exits_1_on_a_failure_and_2_on_a_malformed_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(&dir, TWO_PIPELINES);
+    let suite = dir.path().join("cases.yaml");
+    std::fs::write(
+        &suite,
+        "cases:\n  - {name: qa loop, labels: {tmpl: qa}, from: test, to: dev, expect: allowed, reason: advance}\n  \
+         - {name: wrong on purpose, from: a, to: c, expect: allowed}\n",
+    )
+    .unwrap();
+    let o = run(&["test", "--config", &config, &suite.display().to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("PASS  "), "{out}");
+    assert!(
+        out.contains(
+            ": wrong on purpose: expected allowed, got denied (skip): stage change \"a\" -> \"c\""
+        ),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("2 cases in 1 file: 1 passed, 1 failed\n"),
+        "{out}"
+    );
+
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        "cases:\n  - {name: x, to: a, expect: allowed, colour: red}\n",
+    )
+    .unwrap();
+    let o = run(&["test", &broken.display().to_string()]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.starts_with("stage-guard: ") && e.contains("broken.yaml:2:"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+
+    let o = run(&["test", "/nonexistent/suite.yaml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no such file or folder"),
+        "{}",
+        stderr(&o)
+    );
+}
