@@ -68,6 +68,12 @@ A suite:
       expect: allowed                # allowed | denied | warned
       reason: advance                # optional reason code")]
     Test(TestArgs),
+    /// Print ValidatingAdmissionPolicies and bindings that enforce the stage rules in CEL inside the API
+    /// server: defence in depth beside the webhooks, or a fallback where webhooks are not allowed
+    #[command(after_help = "Examples:
+  stage-guard vap --config deploy/base/config.yaml | kubectl apply -f -
+  stage-guard vap --config pipelines.yaml > policies.yaml   # one policy per pipeline, plus the shared rules")]
+    Vap(VapArgs),
     /// Draw each pipeline's stage graph (entries, finals and loops marked) as text, Mermaid or DOT
     #[command(after_help = "Examples:
   stage-guard graph                                        # the embedded default, as text
@@ -182,6 +188,13 @@ pub struct ServeArgs {
     /// overrides RUST_LOG. Anything else is refused at start-up
     #[arg(long, env = "STAGE_GUARD_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VapArgs {
+    /// Stage configuration (YAML); the embedded default when absent
+    #[arg(long, env = "STAGE_GUARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

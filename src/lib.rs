@@ -24,3 +24,4 @@ pub mod suggest;
 pub mod suite;
 #[cfg(test)]
 mod test_tls;
+pub mod vap;

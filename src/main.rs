@@ -46,6 +46,13 @@ fn main() -> ExitCode {
         Some(Command::Certs(args)) => make_certs(args),
         Some(Command::Graph(args)) => graph(args),
         Some(Command::Test(args)) => run_suites(args),
+        Some(Command::Vap(args)) => match Policy::load(args.config.as_deref()) {
+            Ok(p) => {
+                print!("{}", stage_guard::vap::policies(&p));
+                ExitCode::SUCCESS
+            }
+            Err(e) => usage_error(e),
+        },
     }
 }
 

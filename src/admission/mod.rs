@@ -167,7 +167,8 @@ fn validate(policy: &Policy, req: &Request<'_>, facts: &Facts<'_>) -> (ResponseO
     } else {
         ResponseOut::deny(&req.uid, v.message.clone())
     };
-    if record.stage_changed || v.outcome == Outcome::Denied {
+    // Every stage change or denial, and a forced move between pipelines, is worth an audit entry.
+    if record.stage_changed || v.outcome == Outcome::Denied || v.reason == Reason::Override {
         response
             .audit_annotations
             .insert("decision", v.outcome.as_str().to_owned());
@@ -490,5 +491,50 @@ pipelines:
         assert!(m["response"].get("patch").is_none(), "{m}");
         let a = through_both(&p, "UPDATE", "bob", "docs", wf("draft"), wf("published"));
         assert_eq!(verdict(&a), (false, "regression".into(), "docs".into()));
+    }
+
+    #[test]
+    fn a_forced_move_lands_on_a_stage_of_its_new_pipeline_and_is_recorded_even_in_place() {
+        let p = Policy::from_yaml(
+            "stages: [dev, test, done]\noverride:\n  users: [alice]\npipelines:\n  - name: qa\n    match: {labels: {tmpl: qa}}\n    stages: [dev, test]\n    mode: warn\n",
+        )
+        .unwrap();
+        let stored = labelled(json!({"current-stage": "dev", "tmpl": "qa"}), json!({}));
+        let forced = |stage: &str| {
+            labelled(
+                json!({"current-stage": stage}),
+                json!({"stage-guard.io/override-reason": "wrong template"}),
+            )
+        };
+        // The same stage, known to both: admitted as forced, and the move is in the history.
+        let a = through_both(&p, "UPDATE", "alice", "argo", forced("dev"), stored.clone());
+        assert_eq!(verdict(&a), (true, "override".into(), "qa".into()));
+        let history = a.patched["metadata"]["annotations"]["stage-guard.io/history"]
+            .as_str()
+            .unwrap();
+        assert!(
+            history.contains(r#""from":"dev","to":"dev""#)
+                && history.contains(r#""override":"wrong template""#),
+            "{history}"
+        );
+        assert!(
+            a.patched["metadata"]["annotations"]
+                .get("stage-guard.io/override-reason")
+                .is_none(),
+            "the override annotation is never stored"
+        );
+        // A stage the new pipeline does not know: refused, even though qa is in warn mode.
+        let a = through_both(&p, "UPDATE", "alice", "argo", forced("elsewhere"), stored);
+        assert_eq!(verdict(&a), (false, "unknown-stage".into(), "qa".into()));
+        let v: Value = serde_json::from_slice(&a.validate.body).unwrap();
+        assert!(
+            v["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(
+                    "\"elsewhere\" is not a stage of pipeline \"default\", where its labels move it"
+                ),
+            "{v}"
+        );
     }
 }

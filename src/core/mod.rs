@@ -46,6 +46,7 @@ pub fn validate(policy: &Policy, facts: &Facts<'_>) -> Option<Verdict> {
         facts.to,
         facts.username,
         policy.history.limit,
+        facts.pipeline_changed(),
     );
     Some(verdict::decide(policy, pipeline, facts, &history))
 }

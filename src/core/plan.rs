@@ -78,7 +78,10 @@ pub(crate) fn plan(policy: &Policy, f: &Facts<'_>, now: SystemTime) -> Plan {
         override_reason.is_some() && policy.override_.permits(f.username, f.groups);
     plan.remove_override = override_permitted;
 
-    let target: Option<String> = if f.from != to {
+    // A forced move into another pipeline is recorded even when the stage stays: it is the only trace
+    // of the override (whose annotation is never stored), and the validating webhook reads it there.
+    let moved = f.pipeline_changed() && override_permitted;
+    let target: Option<String> = if f.from != to || moved {
         plan.recorded = Some((f.from.map(str::to_owned), to.map(str::to_owned)));
         let already = history::appended_entry(
             stored_history,

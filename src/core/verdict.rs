@@ -72,8 +72,19 @@ pub(crate) fn decide(
 
     // Moving a staged object into another pipeline changes which rules judge it from then on: only a
     // permitted override may do that, and it is then a forced change whatever the stages.
-    if w.pipeline_changed() && !override_permitted {
-        return deny(Reason::PipelineChanged);
+    if w.pipeline_changed() {
+        if !override_permitted {
+            return deny(Reason::PipelineChanged);
+        }
+        // Forced into another pipeline: it must land on a stage that pipeline knows (or none), in
+        // every mode, for it is judged by that pipeline from now on.
+        let lands = policy
+            .pipelines
+            .get(w.incoming_pipeline.unwrap_or(usize::MAX))
+            .is_none_or(|target| w.to.is_none_or(|n| target.graph.is_known(n)));
+        if !lands {
+            return deny(Reason::UnknownStage);
+        }
     }
     let reason = if w.pipeline_changed() {
         Reason::Override

@@ -122,6 +122,16 @@ impl Say<'_, '_> {
                 "the change has no entry in {}; is the mutating webhook mutate.stage-guard.io installed?",
                 self.policy.history.annotation
             ),
+            Reason::UnknownStage if w.pipeline_changed() => {
+                let target = w
+                    .incoming_pipeline
+                    .and_then(|i| self.policy.pipelines.get(i))
+                    .map_or(String::new(), |p| format!(" of pipeline {:?}", p.name));
+                format!(
+                    "{} is not a stage{target}, where its labels move it",
+                    quote_stage(w.to)
+                )
+            }
             Reason::UnknownStage if self.to_unknown() => {
                 format!("{} is not a known stage", quote_stage(w.to))
             }
