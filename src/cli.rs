@@ -29,6 +29,8 @@ pub enum Command {
     #[command(after_help = "Examples:
   stage-guard check --from waiting-pr-created --to waiting-pr-approved
   stage-guard check --create --to waiting-pr-created --user alice
+  stage-guard check --config pipelines.yaml --label workflows.argoproj.io/workflow-template=qa \\
+      --namespace argo --from testing --to implementing
   stage-guard check --config deploy/base/config.yaml --from waiting-pr-approved --to waiting-pr-created \\
       --user alice --override-reason 'QA found a regression'")]
     Check(CheckArgs),
@@ -44,6 +46,40 @@ pub enum Command {
     /// Check a configuration file, or print the embedded default
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run declarative test cases (YAML) through the cluster's pipeline, as the server answers them;
+    /// exit 0 when all pass, 1 when one fails, 2 on a malformed file
+    #[command(after_help = "Examples:
+  stage-guard test deploy/examples/tests/                  # every *.yaml suite in the folder
+  stage-guard test --config config.yaml my-cases.yaml     # a suite without a `config:` of its own
+
+A suite:
+  config: ../base/config.yaml        # optional, relative to the suite; else --config or the default
+  cases:
+    - name: a step advances
+      labels: {workflows.argoproj.io/workflow-template: qa}   # the Workflow's other labels
+      new_labels: {}                 # optional: the new object's, when the write changes them
+      namespace: argo                # optional (default: default)
+      from: waiting-pr-created       # omitted or null: no stage label
+      to: waiting-ready-for-qa
+      user: system:serviceaccount:argo:argo-workflow
+      groups: [pipeline-admins]
+      create: false
+      override: \"QA re-run\"          # the override annotation's reason
+      expect: allowed                # allowed | denied | warned
+      reason: advance                # optional reason code")]
+    Test(TestArgs),
+    /// Print ValidatingAdmissionPolicies and bindings that enforce the stage rules in CEL inside the API
+    /// server: defence in depth beside the webhooks, or a fallback where webhooks are not allowed
+    #[command(after_help = "Examples:
+  stage-guard vap --config deploy/base/config.yaml | kubectl apply -f -
+  stage-guard vap --config pipelines.yaml > policies.yaml   # one policy per pipeline, plus the shared rules")]
+    Vap(VapArgs),
+    /// Draw each pipeline's stage graph (entries, finals and loops marked) as text, Mermaid or DOT
+    #[command(after_help = "Examples:
+  stage-guard graph                                        # the embedded default, as text
+  stage-guard graph --config config.yaml --format mermaid  # every pipeline, for a README
+  stage-guard graph --config config.yaml --pipeline qa-loop --format dot | dot -Tsvg > qa.svg")]
+    Graph(GraphArgs),
     /// Make or rotate the webhook's certificates in a directory (CA, serving pair, caBundle) without a
     /// failed request; prints the caBundle; exit 2 when the directory's state does not allow the step
     #[command(after_help = CERTS_EXAMPLES)]
@@ -166,6 +202,49 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct VapArgs {
+    /// Stage configuration (YAML); the embedded default when absent
+    #[arg(long, env = "STAGE_GUARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Stage configuration for suites that name none (YAML); the embedded default when absent
+    #[arg(long, env = "STAGE_GUARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Suite files, or folders whose *.yaml and *.yml files are suites
+    #[arg(required = true, value_name = "FILE|DIR")]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Text,
+    Mermaid,
+    Dot,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// Stage configuration (YAML); the embedded default when absent
+    #[arg(long, env = "STAGE_GUARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Only this pipeline (`default` is the top-level graph); every pipeline when absent
+    #[arg(long, env = "STAGE_GUARD_PIPELINE", value_name = "NAME")]
+    pub pipeline: Option<String>,
+    /// Output format
+    #[arg(
+        long,
+        env = "STAGE_GUARD_FORMAT",
+        value_enum,
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
+    pub format: GraphFormat,
+}
+
+#[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Stage on the stored object; omitted means no label
     #[arg(long, env = "STAGE_GUARD_FROM", value_name = "STAGE")]
@@ -195,6 +274,17 @@ pub struct CheckArgs {
     /// Request a forced change with this reason (the override annotation)
     #[arg(long, env = "STAGE_GUARD_OVERRIDE_REASON", value_name = "REASON")]
     pub override_reason: Option<String>,
+    /// Another label of the Workflow (chooses its pipeline); repeat for several
+    #[arg(
+        long = "label",
+        env = "STAGE_GUARD_LABEL",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
+    pub labels: Vec<String>,
+    /// The Workflow's namespace (chooses its pipeline)
+    #[arg(long, env = "STAGE_GUARD_NAMESPACE", value_name = "NS")]
+    pub namespace: Option<String>,
     /// Stage configuration (YAML); the embedded default when absent
     #[arg(long, env = "STAGE_GUARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,

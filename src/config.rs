@@ -6,7 +6,7 @@
 //! column), names the key and says why (`syntax` words the parser's errors).
 
 mod render;
-mod syntax;
+pub(crate) mod syntax;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -14,7 +14,10 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
-use crate::core::{HistoryConfig, Mode, OverrideConfig, Policy, Resubmit, StageGraph};
+use crate::core::{
+    DEFAULT_PIPELINE, HistoryConfig, Mode, OverrideConfig, Pipeline, Policy, Resubmit, Selector,
+    StageGraph,
+};
 use crate::suggest;
 
 pub use render::effective_yaml;
@@ -103,13 +106,38 @@ struct RawConfig {
     label: Option<String>,
     stages: Option<Vec<Name>>,
     entry: Option<Vec<Name>>,
-    transitions: Option<BTreeMap<String, Spanned<Vec<Name>>>>,
+    transitions: Option<RawTransitions>,
     mode: Option<Mode>,
     #[serde(default)]
     history: RawHistory,
     #[serde(default, rename = "override")]
     override_: RawOverride,
     resubmit: Option<Resubmit>,
+    pipelines: Option<Vec<RawPipeline>>,
+}
+
+/// The transitions as the file writes them: stage -> stages it may move to.
+type RawTransitions = BTreeMap<String, Spanned<Vec<Name>>>;
+
+/// One entry of `pipelines:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    name: Spanned<String>,
+    #[serde(rename = "match")]
+    match_: Option<Spanned<RawMatch>>,
+    stages: Option<Vec<Name>>,
+    entry: Option<Vec<Name>>,
+    transitions: Option<RawTransitions>,
+    mode: Option<Mode>,
+}
+
+/// A pipeline's `match`: labels that must all be on the object, and the namespaces it may be in.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    labels: Option<BTreeMap<String, String>>,
+    namespaces: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,110 +255,54 @@ impl RawConfig {
             ));
         }
 
-        let stages = defaulted(self.stages, "stages")?;
-        if stages.is_empty() {
-            return Err(Problem::new("stages", "must list at least one stage"));
+        let mode = defaulted(self.mode, "mode")?;
+        let mut pipelines = Vec::new();
+        for (i, raw) in self.pipelines.into_iter().flatten().enumerate() {
+            pipelines.push(raw.validate(i, mode)?);
         }
-        let mut seen = HashSet::new();
-        for (i, s) in stages.iter().enumerate() {
-            let key = format!("stages[{i}]");
-            if s.value.is_empty() {
-                return Err(Problem::at(key, s.referenced, "stage name is empty"));
-            }
-            if !is_valid_label_value(&s.value) {
-                return Err(Problem::at(
-                    key,
-                    s.referenced,
-                    format!(
-                        "{:?} is not a valid label value (at most 63 characters, [A-Za-z0-9] at both ends, [-A-Za-z0-9_.] inside)",
-                        s.value
-                    ),
-                ));
-            }
-            if !seen.insert(s.value.as_str()) {
-                return Err(Problem::at(
-                    key,
-                    s.referenced,
-                    format!("duplicate stage {:?}", s.value),
-                ));
-            }
-        }
-        let names: Vec<&str> = stages.iter().map(|s| s.value.as_str()).collect();
-        let known = |key: &str, s: &str, location: Location| -> Result<(), Problem> {
-            if seen.contains(s) {
-                return Ok(());
-            }
-            let hint = match suggest::closest(s, names.iter().copied()) {
-                Some(near) => format!("; did you mean {near:?}?"),
-                None => format!(" (known: {})", names.join(", ")),
-            };
-            Err(Problem::at(
-                key,
-                location,
-                format!("unknown stage {s:?}{hint}"),
-            ))
-        };
-
-        let entry = match self.entry {
-            Some(entry) => {
-                if entry.is_empty() {
-                    return Err(Problem::new("entry", "must name at least one stage"));
-                }
-                let mut dup = HashSet::new();
-                for (i, s) in entry.iter().enumerate() {
-                    let key = format!("entry[{i}]");
-                    known(&key, &s.value, s.referenced)?;
-                    if !dup.insert(s.value.as_str()) {
-                        return Err(Problem::at(
+        check_pipelines(&pipelines)?;
+        match self.stages {
+            Some(stages) => pipelines.push(Pipeline {
+                name: DEFAULT_PIPELINE.to_owned(),
+                selector: Selector::everything(),
+                graph: graph("", stages, self.entry, self.transitions)?,
+                mode,
+            }),
+            // `pipelines:` without top-level stages: objects no pipeline matches are not judged.
+            None => {
+                for (key, given) in [
+                    ("entry", self.entry.is_some()),
+                    ("transitions", self.transitions.is_some()),
+                ] {
+                    if given {
+                        return Err(Problem::new(
                             key,
-                            s.referenced,
-                            format!("duplicate entry stage {:?}", s.value),
+                            "needs top-level stages (the default pipeline); set stages, or move it into a pipeline",
                         ));
                     }
                 }
-                entry.into_iter().map(|s| s.value).collect()
-            }
-            None => vec![names[0].to_owned()],
-        };
-
-        let transitions: Vec<(String, Vec<String>)> = match self.transitions {
-            Some(map) => {
-                for (from, targets) in &map {
-                    known(&format!("transitions.{from}"), from, targets.referenced)?;
-                    let mut dup = HashSet::new();
-                    for (i, to) in targets.value.iter().enumerate() {
-                        let key = format!("transitions.{from}[{i}]");
-                        known(&key, &to.value, to.referenced)?;
-                        if to.value == *from {
-                            return Err(Problem::at(
-                                key,
-                                to.referenced,
-                                format!(
-                                    "{from:?} -> {:?} is not a change; a stage cannot lead to itself",
-                                    to.value
-                                ),
-                            ));
-                        }
-                        if !dup.insert(to.value.as_str()) {
-                            return Err(Problem::at(
-                                key,
-                                to.referenced,
-                                format!("duplicate edge {from:?} -> {:?}", to.value),
-                            ));
-                        }
-                    }
+                if pipelines.is_empty() {
+                    return Err(Problem::new("stages", "missing, and no pipelines either"));
                 }
-                map.into_iter()
-                    .map(|(from, targets)| {
-                        (from, targets.value.into_iter().map(|t| t.value).collect())
-                    })
-                    .collect()
             }
-            None => names
-                .windows(2)
-                .map(|w| (w[0].to_owned(), vec![w[1].to_owned()]))
-                .collect(),
-        };
+        }
+        let warnings = pipelines
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| {
+                let at = if p.name == DEFAULT_PIPELINE {
+                    "stages".to_owned()
+                } else {
+                    format!("pipelines[{i}] ({:?})", p.name)
+                };
+                p.unreachable_stages()
+                    .into_iter()
+                    .map(move |s| {
+                        format!("{at}: stage {s:?} cannot be reached from an entry stage (only a forced change gets there)")
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
 
         let history_annotation = defaulted(self.history.annotation, "history.annotation")?;
         if !is_valid_qualified_key(&history_annotation) {
@@ -364,11 +336,10 @@ impl RawConfig {
             }
         }
 
-        let stages = stages.into_iter().map(|s| s.value).collect();
         Ok(Policy {
-            graph: StageGraph::new(stages, &entry, &transitions),
+            pipelines,
+            warnings,
             label,
-            mode: defaulted(self.mode, "mode")?,
             history: HistoryConfig {
                 annotation: history_annotation,
                 limit,
@@ -382,6 +353,258 @@ impl RawConfig {
             resubmit: defaulted(self.resubmit, "resubmit")?,
         })
     }
+}
+
+/// A stage graph from its keys; `prefix` (`""` or `pipelines[1].`) goes in front of every key an
+/// error names.
+fn graph(
+    prefix: &str,
+    stages: Vec<Name>,
+    entry: Option<Vec<Name>>,
+    transitions: Option<RawTransitions>,
+) -> Result<StageGraph, Problem> {
+    if stages.is_empty() {
+        return Err(Problem::new(
+            format!("{prefix}stages"),
+            "must list at least one stage",
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, s) in stages.iter().enumerate() {
+        let key = format!("{prefix}stages[{i}]");
+        if s.value.is_empty() {
+            return Err(Problem::at(key, s.referenced, "stage name is empty"));
+        }
+        if !is_valid_label_value(&s.value) {
+            return Err(Problem::at(
+                key,
+                s.referenced,
+                format!(
+                    "{:?} is not a valid label value (at most 63 characters, [A-Za-z0-9] at both ends, [-A-Za-z0-9_.] inside)",
+                    s.value
+                ),
+            ));
+        }
+        if !seen.insert(s.value.as_str()) {
+            return Err(Problem::at(
+                key,
+                s.referenced,
+                format!("duplicate stage {:?}", s.value),
+            ));
+        }
+    }
+    let names: Vec<&str> = stages.iter().map(|s| s.value.as_str()).collect();
+    let known = |key: &str, s: &str, location: Location| -> Result<(), Problem> {
+        if seen.contains(s) {
+            return Ok(());
+        }
+        let hint = match suggest::closest(s, names.iter().copied()) {
+            Some(near) => format!("; did you mean {near:?}?"),
+            None => format!(" (known: {})", names.join(", ")),
+        };
+        Err(Problem::at(
+            key,
+            location,
+            format!("unknown stage {s:?}{hint}"),
+        ))
+    };
+
+    let entry: Vec<String> = match entry {
+        Some(entry) => {
+            if entry.is_empty() {
+                return Err(Problem::new(
+                    format!("{prefix}entry"),
+                    "must name at least one stage",
+                ));
+            }
+            let mut dup = HashSet::new();
+            for (i, s) in entry.iter().enumerate() {
+                let key = format!("{prefix}entry[{i}]");
+                known(&key, &s.value, s.referenced)?;
+                if !dup.insert(s.value.as_str()) {
+                    return Err(Problem::at(
+                        key,
+                        s.referenced,
+                        format!("duplicate entry stage {:?}", s.value),
+                    ));
+                }
+            }
+            entry.into_iter().map(|s| s.value).collect()
+        }
+        None => vec![names[0].to_owned()],
+    };
+
+    let transitions: Vec<(String, Vec<String>)> = match transitions {
+        Some(map) => {
+            for (from, targets) in &map {
+                known(
+                    &format!("{prefix}transitions.{from}"),
+                    from,
+                    targets.referenced,
+                )?;
+                let mut dup = HashSet::new();
+                for (i, to) in targets.value.iter().enumerate() {
+                    let key = format!("{prefix}transitions.{from}[{i}]");
+                    known(&key, &to.value, to.referenced)?;
+                    if to.value == *from {
+                        return Err(Problem::at(
+                            key,
+                            to.referenced,
+                            format!(
+                                "{from:?} -> {:?} is not a change; a stage cannot lead to itself",
+                                to.value
+                            ),
+                        ));
+                    }
+                    if !dup.insert(to.value.as_str()) {
+                        return Err(Problem::at(
+                            key,
+                            to.referenced,
+                            format!("duplicate edge {from:?} -> {:?}", to.value),
+                        ));
+                    }
+                }
+            }
+            map.into_iter()
+                .map(|(from, targets)| (from, targets.value.into_iter().map(|t| t.value).collect()))
+                .collect()
+        }
+        None => names
+            .windows(2)
+            .map(|w| (w[0].to_owned(), vec![w[1].to_owned()]))
+            .collect(),
+    };
+    let stages = stages.into_iter().map(|s| s.value).collect();
+    Ok(StageGraph::new(stages, &entry, &transitions))
+}
+
+/// A namespace name: a DNS label.
+fn is_valid_namespace(n: &str) -> bool {
+    let b = n.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+impl RawPipeline {
+    /// The `i`th pipeline; `mode` is the top-level mode, which a pipeline without its own takes.
+    fn validate(self, i: usize, mode: Mode) -> Result<Pipeline, Problem> {
+        let prefix = format!("pipelines[{i}].");
+        let name = self.name.value;
+        if !is_valid_label_value(&name) {
+            return Err(Problem::at(
+                format!("{prefix}name"),
+                self.name.referenced,
+                format!(
+                    "{name:?} is not a valid name (a label value: at most 63 characters, [A-Za-z0-9] at both ends, [-A-Za-z0-9_.] inside)"
+                ),
+            ));
+        }
+        if name == DEFAULT_PIPELINE {
+            return Err(Problem::at(
+                format!("{prefix}name"),
+                self.name.referenced,
+                "\"default\" is the name of the top-level graph; choose another",
+            ));
+        }
+        let Some(raw_match) = self.match_ else {
+            return Err(Problem::new(
+                format!("{prefix}match"),
+                "missing: say which Workflows the pipeline takes (labels, namespaces)",
+            ));
+        };
+        let location = raw_match.referenced;
+        let raw_match = raw_match.value;
+        let mut labels = Vec::new();
+        for (key, value) in raw_match.labels.into_iter().flatten() {
+            if !is_valid_qualified_key(&key) {
+                return Err(Problem::at(
+                    format!("{prefix}match.labels"),
+                    location,
+                    format!("{key:?} is not a valid label key"),
+                ));
+            }
+            if !value.is_empty() && !is_valid_label_value(&value) {
+                return Err(Problem::at(
+                    format!("{prefix}match.labels.{key}"),
+                    location,
+                    format!("{value:?} is not a valid label value"),
+                ));
+            }
+            labels.push((key, value));
+        }
+        let namespaces = match raw_match.namespaces {
+            Some(list) => {
+                if list.is_empty() {
+                    return Err(Problem::at(
+                        format!("{prefix}match.namespaces"),
+                        location,
+                        "an empty list matches nothing; leave the key out to match every namespace",
+                    ));
+                }
+                if let Some((j, bad)) = list
+                    .iter()
+                    .enumerate()
+                    .find(|(_, n)| !is_valid_namespace(n))
+                {
+                    return Err(Problem::at(
+                        format!("{prefix}match.namespaces[{j}]"),
+                        location,
+                        format!("{bad:?} is not a namespace name"),
+                    ));
+                }
+                Some(list)
+            }
+            None => None,
+        };
+        if labels.is_empty() && namespaces.is_none() {
+            return Err(Problem::at(
+                format!("{prefix}match"),
+                location,
+                "matches every Workflow; that is what the top-level stages (the default pipeline) are for",
+            ));
+        }
+        let Some(stages) = self.stages else {
+            return Err(Problem::new(
+                format!("{prefix}stages"),
+                "missing: every pipeline lists its own stages",
+            ));
+        };
+        Ok(Pipeline {
+            graph: graph(&prefix, stages, self.entry, self.transitions)?,
+            name,
+            selector: Selector { labels, namespaces },
+            mode: self.mode.unwrap_or(mode),
+        })
+    }
+}
+
+/// Names are unique, and no pipeline is hidden behind an earlier one that takes every object it
+/// would (the first that matches decides, so it could never match).
+fn check_pipelines(pipelines: &[Pipeline]) -> Result<(), Problem> {
+    for (j, later) in pipelines.iter().enumerate() {
+        for (i, earlier) in pipelines[..j].iter().enumerate() {
+            if earlier.name == later.name {
+                return Err(Problem::new(
+                    format!("pipelines[{j}].name"),
+                    format!("{:?} is the name of pipelines[{i}] too", later.name),
+                ));
+            }
+            if earlier.selector.covers(&later.selector) {
+                return Err(Problem::new(
+                    format!("pipelines[{j}].match"),
+                    format!(
+                        "never matches: pipelines[{i}] ({:?}) comes first and takes every Workflow this one would",
+                        earlier.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The embedded default as raw keys: the one source of every value a file leaves out.
@@ -430,19 +653,26 @@ impl RawConfig {
     /// derived from `stages` when absent, so a file that lists its own stages does not inherit them.
     fn or(self, default: RawConfig) -> RawConfig {
         let own_stages = self.stages.is_some();
+        // `pipelines:` without top-level stages means no default pipeline: nothing is inherited.
+        let own_graph = own_stages || self.pipelines.is_some();
         RawConfig {
             label: self.label.or(default.label),
-            stages: self.stages.or(default.stages),
-            entry: if own_stages {
+            stages: if own_graph {
+                self.stages
+            } else {
+                default.stages
+            },
+            entry: if own_graph {
                 self.entry
             } else {
                 self.entry.or(default.entry)
             },
-            transitions: if own_stages {
+            transitions: if own_graph {
                 self.transitions
             } else {
                 self.transitions.or(default.transitions)
             },
+            pipelines: self.pipelines,
             mode: self.mode.or(default.mode),
             history: RawHistory {
                 annotation: self.history.annotation.or(default.history.annotation),
@@ -479,24 +709,29 @@ mod tests {
         let p = Policy::from_yaml(DEFAULT_CONFIG_YAML).unwrap();
         assert_eq!(p.label, "current-stage");
         assert_eq!(
-            p.graph.stages(),
+            p.only().graph.stages(),
             [
                 "waiting-pr-created",
                 "waiting-ready-for-qa",
                 "waiting-pr-approved"
             ]
         );
-        assert_eq!(p.graph.entry_stages(), ["waiting-pr-created"]);
+        assert_eq!(p.only().graph.entry_stages(), ["waiting-pr-created"]);
         assert_eq!(
-            p.graph.next_stages(Some("waiting-pr-created")),
+            p.only().graph.next_stages(Some("waiting-pr-created")),
             ["waiting-ready-for-qa"]
         );
         assert_eq!(
-            p.graph.next_stages(Some("waiting-ready-for-qa")),
+            p.only().graph.next_stages(Some("waiting-ready-for-qa")),
             ["waiting-pr-approved"]
         );
-        assert!(p.graph.next_stages(Some("waiting-pr-approved")).is_empty());
-        assert_eq!(p.mode, Mode::Enforce);
+        assert!(
+            p.only()
+                .graph
+                .next_stages(Some("waiting-pr-approved"))
+                .is_empty()
+        );
+        assert_eq!(p.only().mode, Mode::Enforce);
         assert_eq!(p.history.annotation, "stage-guard.io/history");
         assert_eq!(p.history.limit, 50);
         assert!(p.history.required);
@@ -526,7 +761,15 @@ mod tests {
             );
         }
         // An explicit empty mapping is a deliberate "all defaults".
-        assert_eq!(Policy::from_yaml("{}\n").unwrap().graph.stages().len(), 3);
+        assert_eq!(
+            Policy::from_yaml("{}\n")
+                .unwrap()
+                .only()
+                .graph
+                .stages()
+                .len(),
+            3
+        );
     }
 
     /// The error for `text`, as read from `config.yaml`.
@@ -547,7 +790,7 @@ mod tests {
             ("override:\n  user: [a]\n",
              r#"config.yaml:2:3: unknown key "override.user"; did you mean "override.users"?"#),
             ("colour: blue\n",
-             r#"config.yaml:1:1: unknown key "colour" (expected one of: label, stages, entry, transitions, mode, history, override, resubmit)"#),
+             r#"config.yaml:1:1: unknown key "colour" (expected one of: label, stages, entry, transitions, mode, history, override, resubmit, pipelines)"#),
             ("mode: enforse\n",
              r#"config.yaml:1:7: mode: unknown value "enforse"; did you mean "enforce"? (enforce or warn)"#),
             ("resubmit: maybe\n",
@@ -614,9 +857,12 @@ mod tests {
              testing: [merging, implementing]\n  merging: [done, testing]\n",
         )
         .unwrap();
-        assert_eq!(p.graph.entry_stages(), ["implementing", "reviewing"]);
-        assert_eq!(p.graph.next_stages(Some("merging")), ["done", "testing"]);
-        assert!(p.graph.next_stages(Some("done")).is_empty());
+        assert_eq!(p.only().graph.entry_stages(), ["implementing", "reviewing"]);
+        assert_eq!(
+            p.only().graph.next_stages(Some("merging")),
+            ["done", "testing"]
+        );
+        assert!(p.only().graph.next_stages(Some("done")).is_empty());
     }
 
     #[test]
@@ -715,16 +961,144 @@ mod tests {
     fn keys_left_out_come_from_the_embedded_default() {
         let default = Policy::default_policy();
         let warn = Policy::from_yaml("mode: warn\n").unwrap();
-        assert_eq!(warn.mode, Mode::Warn);
+        assert_eq!(warn.only().mode, Mode::Warn);
         assert_eq!(warn.label, default.label);
         assert_eq!(warn.history, default.history);
         assert_eq!(warn.override_, default.override_);
         assert_eq!(warn.resubmit, default.resubmit);
-        assert_eq!(warn.graph.stages(), default.graph.stages());
+        assert_eq!(warn.only().graph.stages(), default.only().graph.stages());
         // A file with stages of its own gets entry and transitions from them, not the default's.
         let own = Policy::from_yaml("stages: [a, b, c]\n").unwrap();
-        assert_eq!(own.graph.entry_stages(), ["a"]);
-        assert_eq!(own.graph.next_stages(Some("a")), ["b"]);
+        assert_eq!(own.only().graph.entry_stages(), ["a"]);
+        assert_eq!(own.only().graph.next_stages(Some("a")), ["b"]);
         assert_eq!(own.history, default.history);
+    }
+
+    const TWO_PIPELINES: &str = "\
+stages: [waiting-pr-created, waiting-ready-for-qa, waiting-pr-approved]
+pipelines:
+  - name: qa-loop
+    match:
+      labels: {workflows.argoproj.io/workflow-template: qa-template}
+    stages: [implementing, reviewing, testing, merging]
+    transitions:
+      implementing: [reviewing]
+      reviewing: [testing, implementing]
+      testing: [merging, implementing]
+    mode: warn
+  - name: docs
+    match:
+      labels: {team: docs}
+      namespaces: [docs, argo]
+    stages: [draft, published]
+";
+
+    #[test]
+    fn pipelines_come_in_order_with_the_top_level_graph_as_the_default_last() {
+        let p = Policy::from_yaml(TWO_PIPELINES).unwrap();
+        let names: Vec<&str> = p.pipelines.iter().map(|q| q.name.as_str()).collect();
+        assert_eq!(names, ["qa-loop", "docs", "default"]);
+        assert_eq!(p.pipelines[0].mode, Mode::Warn);
+        // A pipeline without its own mode takes the top-level one.
+        assert_eq!(p.pipelines[1].mode, Mode::Enforce);
+        assert_eq!(
+            p.pipelines[0].graph.next_stages(Some("testing")),
+            ["merging", "implementing"]
+        );
+        assert_eq!(
+            p.pipelines[1].graph.next_stages(Some("draft")),
+            ["published"]
+        );
+        let labels = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(key, _)| *key == k).map(|(_, v)| *v)
+        };
+        let qa = labels(&[("workflows.argoproj.io/workflow-template", "qa-template")]);
+        assert_eq!(p.pipeline_for(qa, "argo"), Some(0));
+        assert_eq!(p.pipeline_for(labels(&[("team", "docs")]), "docs"), Some(1));
+        assert_eq!(p.pipeline_for(labels(&[("team", "docs")]), "ci"), Some(2));
+        assert_eq!(
+            p.default_pipeline().map(|d| d.graph.stages().len()),
+            Some(3)
+        );
+        // The reasonable warning: `merging` has no way out, but every stage is reachable here.
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn pipelines_without_top_level_stages_judge_only_what_they_match() {
+        let p = Policy::from_yaml(
+            "pipelines:\n  - name: only\n    match: {namespaces: [argo]}\n    stages: [a, b]\n",
+        )
+        .unwrap();
+        assert!(p.default_pipeline().is_none());
+        assert_eq!(p.pipeline_for(|_| None, "argo"), Some(0));
+        assert_eq!(p.pipeline_for(|_| None, "elsewhere"), None);
+        assert_eq!(
+            err(
+                "pipelines:\n  - name: only\n    match: {namespaces: [argo]}\n    stages: [a]\nentry: [a]\n"
+            ),
+            "(configuration): entry: needs top-level stages (the default pipeline); set stages, or move it into a pipeline"
+        );
+    }
+
+    #[test]
+    fn pipeline_errors_name_the_pipeline_and_the_key() {
+        let cases = [
+            (
+                "pipelines:\n  - name: qa\n    match: {labels: {t: q}}\n    stages: [a, b]\n    transitions: {a: [c]}\n",
+                "(configuration):5:23: pipelines[0].transitions.a[0]: unknown stage \"c\"; did you mean \"a\"?",
+            ),
+            (
+                "pipelines:\n  - name: qa\n    match: {labels: {t: q}}\n    stages: [a]\n  - name: qa\n    match: {labels: {t: r}}\n    stages: [a]\n",
+                "(configuration): pipelines[1].name: \"qa\" is the name of pipelines[0] too",
+            ),
+            (
+                "pipelines:\n  - name: wide\n    match: {labels: {t: q}}\n    stages: [a]\n  - name: narrow\n    match: {labels: {t: q, u: v}}\n    stages: [a]\n",
+                "(configuration): pipelines[1].match: never matches: pipelines[0] (\"wide\") comes first and takes every Workflow this one would",
+            ),
+            (
+                "pipelines:\n  - name: default\n    match: {labels: {t: q}}\n    stages: [a]\n",
+                "(configuration):2:11: pipelines[0].name: \"default\" is the name of the top-level graph; choose another",
+            ),
+            (
+                "pipelines:\n  - name: qa\n    stages: [a]\n",
+                "(configuration): pipelines[0].match: missing: say which Workflows the pipeline takes (labels, namespaces)",
+            ),
+            (
+                "pipelines:\n  - name: qa\n    match: {labels: {}}\n    stages: [a]\n",
+                "(configuration):3:12: pipelines[0].match: matches every Workflow; that is what the top-level stages (the default pipeline) are for",
+            ),
+            (
+                "pipelines:\n  - name: qa\n    match: {namespaces: [Bad_NS]}\n    stages: [a]\n",
+                "(configuration):3:12: pipelines[0].match.namespaces[0]: \"Bad_NS\" is not a namespace name",
+            ),
+            (
+                "pipelines:\n  - name: qa\n    match: {labels: {t: q}}\n",
+                "(configuration): pipelines[0].stages: missing: every pipeline lists its own stages",
+            ),
+            (
+                "pipelines:\n  - name: qa\n    match: {labels: {t: q}}\n    stages: [a]\n    colour: red\n",
+                "unknown key \"colour\"",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let got = err(yaml);
+            assert!(got.contains(want), "{yaml}\n  got  {got}\n  want {want}");
+        }
+    }
+
+    #[test]
+    fn stages_no_entry_reaches_are_warned_about() {
+        let p = Policy::from_yaml(
+            "stages: [a, b, c]\ntransitions: {a: [b]}\npipelines:\n  - name: qa\n    match: {labels: {t: q}}\n    stages: [x, y, z]\n    entry: [y]\n    transitions: {y: [z], x: [y]}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p.warnings,
+            [
+                "pipelines[0] (\"qa\"): stage \"x\" cannot be reached from an entry stage (only a forced change gets there)",
+                "stages: stage \"c\" cannot be reached from an entry stage (only a forced change gets there)",
+            ]
+        );
     }
 }

@@ -15,10 +15,13 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod diagram;
 pub mod logging;
 pub mod metrics;
 pub mod pem;
 pub mod server;
 pub mod suggest;
+pub mod suite;
 #[cfg(test)]
 mod test_tls;
+pub mod vap;

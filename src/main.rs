@@ -15,12 +15,14 @@ use clap::Parser;
 use stage_guard::admission::pipeline::{self, ClusterAnswer, PipelineError, Requester};
 use stage_guard::certs;
 use stage_guard::cli::{
-    CertsArgs, CheckArgs, Cli, Command, ConfigCommand, DefaultServe, ReviewArgs, ReviewOperation,
-    ServeArgs,
+    CertsArgs, CheckArgs, Cli, Command, ConfigCommand, DefaultServe, GraphArgs, GraphFormat,
+    ReviewArgs, ReviewOperation, ServeArgs, TestArgs,
 };
 use stage_guard::config::{DEFAULT_CONFIG_YAML, effective_yaml};
 use stage_guard::core::{Operation, Policy, plural};
+use stage_guard::diagram;
 use stage_guard::server::{self, ServeOptions, Server};
+use stage_guard::suite::Suite;
 
 /// jemalloc returns what a burst of large reviews freed within seconds (SPEC 11: under 30 MiB idle);
 /// glibc's malloc kept it. Its purging options are compiled in (.cargo/config.toml).
@@ -47,6 +49,15 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Certs(args)) => make_certs(args),
+        Some(Command::Graph(args)) => graph(args),
+        Some(Command::Test(args)) => run_suites(args),
+        Some(Command::Vap(args)) => match Policy::load(args.config.as_deref()) {
+            Ok(p) => {
+                print!("{}", stage_guard::vap::policies(&p));
+                ExitCode::SUCCESS
+            }
+            Err(e) => usage_error(e),
+        },
     }
 }
 
@@ -111,10 +122,12 @@ fn serve(args: ServeArgs) -> ExitCode {
     tracing::info!(
         config = %args.config.as_ref().map_or("(embedded default)".into(), |p| p.display().to_string()),
         label = %policy.label,
-        stages = policy.graph.stages().len(),
-        mode = policy.mode.as_str(),
+        pipelines = %summary(&policy),
         "configuration loaded"
     );
+    for warning in &policy.warnings {
+        tracing::warn!(%warning, "configuration");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -158,12 +171,21 @@ fn check(args: CheckArgs) -> ExitCode {
             "--create judges a new object: it has no stored stage, so --from must be omitted",
         );
     }
+    let labels = match parse_labels(&args.labels) {
+        Ok(l) => l,
+        Err(e) => return usage_error(e),
+    };
     let (old, new) = pipeline::change_objects(
         &policy,
-        "(offline check)",
-        args.from.as_deref(),
-        args.to.as_deref(),
-        args.override_reason.as_deref(),
+        &pipeline::Change {
+            name: "(offline check)",
+            namespace: args.namespace.as_deref(),
+            labels: &labels,
+            new_labels: None,
+            from: args.from.as_deref(),
+            to: args.to.as_deref(),
+            override_reason: args.override_reason.as_deref(),
+        },
     );
     let (operation, old) = if args.create {
         (Operation::Create, None)
@@ -184,6 +206,18 @@ fn check(args: CheckArgs) -> ExitCode {
         }
         Err(e) => usage_error(e),
     }
+}
+
+/// `--label KEY=VALUE` flags as pairs.
+fn parse_labels(given: &[String]) -> Result<Vec<(String, String)>, String> {
+    given
+        .iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| format!("--label {l:?}: write KEY=VALUE"))
+        })
+        .collect()
 }
 
 /// The warnings both webhooks gave, as kubectl would print them.
@@ -302,25 +336,174 @@ fn read_object(path: &Path) -> Result<serde_json::Value, String> {
 fn config_check(file: &Path) -> ExitCode {
     match Policy::from_file(file) {
         Ok(p) => {
-            let edges: usize = p
-                .graph
-                .stages()
-                .iter()
-                .map(|s| p.graph.next_stages(Some(s)).len())
-                .sum();
-            println!(
-                "# {}: ok ({}, {}, entry: {}, mode: {})",
-                file.display(),
-                plural(p.graph.stages().len(), "stage"),
-                plural(edges, "edge"),
-                p.graph.entry_stages().join(", "),
-                p.mode.as_str()
-            );
+            println!("# {}: ok ({})", file.display(), summary(&p));
+            for warning in &p.warnings {
+                println!("# warning: {warning}");
+                eprintln!("warning: {}: {warning}", file.display());
+            }
             print!("{}", effective_yaml(&p));
             ExitCode::SUCCESS
         }
         Err(e) => usage_error(e),
     }
+}
+
+/// One pipeline in a few words: `3 stages, 2 edges, entry: a, mode: enforce`.
+fn pipeline_summary(p: &stage_guard::core::Pipeline) -> String {
+    let g = &p.graph;
+    let edges: usize = g
+        .stages()
+        .iter()
+        .map(|s| g.next_stages(Some(s)).len())
+        .sum();
+    format!(
+        "{}, {}, entry: {}, mode: {}",
+        plural(g.stages().len(), "stage"),
+        plural(edges, "edge"),
+        g.entry_stages().join(", "),
+        p.mode.as_str()
+    )
+}
+
+/// The whole configuration in a line: the one graph's summary, or each pipeline's.
+fn summary(p: &Policy) -> String {
+    match p.pipelines.as_slice() {
+        [only] if only.name == stage_guard::core::DEFAULT_PIPELINE => pipeline_summary(only),
+        all => {
+            let each: Vec<String> = all
+                .iter()
+                .map(|q| format!("{}: {}", q.name, pipeline_summary(q)))
+                .collect();
+            format!("{}; {}", plural(all.len(), "pipeline"), each.join("; "))
+        }
+    }
+}
+
+/// The suite files `paths` name: files as given, folders' `*.yaml`/`*.yml` files in name order.
+fn suite_files(paths: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>, String> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect();
+            if found.is_empty() {
+                return Err(format!(
+                    "{}: no *.yaml or *.yml suites in it",
+                    path.display()
+                ));
+            }
+            found.sort();
+            files.extend(found);
+        } else if path.is_file() {
+            files.push(path.clone());
+        } else {
+            return Err(format!("{}: no such file or folder", path.display()));
+        }
+    }
+    Ok(files)
+}
+
+/// `stage-guard test`: a line per case, then the summary; exit 0 all pass, 1 a failure, 2 a
+/// malformed suite or configuration.
+fn run_suites(args: TestArgs) -> ExitCode {
+    let files = match suite_files(&args.paths) {
+        Ok(f) => f,
+        Err(e) => return usage_error(e),
+    };
+    let now = SystemTime::now();
+    let (mut passed, mut failed, mut broken) = (0usize, 0usize, 0usize);
+    for file in &files {
+        let suite = match Suite::load(file) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("stage-guard: {e}");
+                broken += 1;
+                continue;
+            }
+        };
+        let policy = match Policy::load(suite.config.as_deref().or(args.config.as_deref())) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("stage-guard: {}: {e}", file.display());
+                broken += 1;
+                continue;
+            }
+        };
+        for case in &suite.cases {
+            match case.run(&policy, now) {
+                Ok(got) if case.passes(&got) => {
+                    passed += 1;
+                    println!(
+                        "PASS  {}: {}: {}",
+                        file.display(),
+                        case.name,
+                        got.describe()
+                    );
+                }
+                Ok(got) => {
+                    failed += 1;
+                    println!(
+                        "FAIL  {}: {}: expected {}, got {}: {}",
+                        file.display(),
+                        case.name,
+                        case.expected(),
+                        got.describe(),
+                        got.message
+                    );
+                }
+                Err(e) => {
+                    failed += 1;
+                    println!("FAIL  {}: {}: {e}", file.display(), case.name);
+                }
+            }
+        }
+    }
+    println!(
+        "{} in {}: {passed} passed, {failed} failed{}",
+        plural(passed + failed, "case"),
+        plural(files.len(), "file"),
+        if broken > 0 {
+            format!(", {} not run", plural(broken, "malformed file"))
+        } else {
+            String::new()
+        }
+    );
+    match (broken, failed) {
+        (0, 0) => ExitCode::SUCCESS,
+        (0, _) => ExitCode::from(1),
+        _ => ExitCode::from(2),
+    }
+}
+
+/// `stage-guard graph`: the pipelines' graphs on stdout.
+fn graph(args: GraphArgs) -> ExitCode {
+    let policy = match Policy::load(args.config.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return usage_error(e),
+    };
+    let chosen: Vec<&stage_guard::core::Pipeline> = match &args.pipeline {
+        Some(name) => match policy.pipeline(name) {
+            Some(p) => vec![p],
+            None => {
+                let names: Vec<&str> = policy.pipelines.iter().map(|p| p.name.as_str()).collect();
+                return usage_error(format!(
+                    "no pipeline {name:?} (the configuration has: {})",
+                    names.join(", ")
+                ));
+            }
+        },
+        None => policy.pipelines.iter().collect(),
+    };
+    let format = match args.format {
+        GraphFormat::Text => diagram::Format::Text,
+        GraphFormat::Mermaid => diagram::Format::Mermaid,
+        GraphFormat::Dot => diagram::Format::Dot,
+    };
+    print!("{}", diagram::draw(&chosen, format));
+    ExitCode::SUCCESS
 }
 
 fn make_certs(args: CertsArgs) -> ExitCode {

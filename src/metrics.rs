@@ -190,13 +190,16 @@ struct WebhookLabels {
 /// `from` and `to` are configured stage names, `none` or `unknown` (see `Record`): bounded.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TransitionLabels {
+    pipeline: String,
     from: String,
     to: String,
     reason: Reason,
 }
 
+/// `pipeline` is a configured pipeline's name: bounded.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
+    pipeline: String,
     reason: Reason,
 }
 
@@ -326,22 +329,30 @@ impl Metrics {
                 decision: Decision::Invalid,
             }));
         }
-        for reason in Reason::ALL.into_iter().filter(|r| !r.admits()) {
-            drop(denials.get_or_create(&ReasonLabels { reason }));
-        }
-        let graph = &policy.graph;
-        for from in std::iter::once(None).chain(graph.stages().iter().map(|s| Some(s.as_str()))) {
-            for to in graph.next_stages(from) {
-                let reason = if from.is_none() {
-                    Reason::Entry
-                } else {
-                    Reason::Advance
-                };
-                drop(transitions.get_or_create(&TransitionLabels {
-                    from: from.unwrap_or("none").to_owned(),
-                    to: to.to_owned(),
+        for pipeline in &policy.pipelines {
+            for reason in Reason::ALL.into_iter().filter(|r| !r.admits()) {
+                drop(denials.get_or_create(&ReasonLabels {
+                    pipeline: pipeline.name.clone(),
                     reason,
                 }));
+            }
+            let graph = &pipeline.graph;
+            let stored =
+                std::iter::once(None).chain(graph.stages().iter().map(|s| Some(s.as_str())));
+            for from in stored {
+                for to in graph.next_stages(from) {
+                    let reason = if from.is_none() {
+                        Reason::Entry
+                    } else {
+                        Reason::Advance
+                    };
+                    drop(transitions.get_or_create(&TransitionLabels {
+                        pipeline: pipeline.name.clone(),
+                        from: from.unwrap_or("none").to_owned(),
+                        to: to.to_owned(),
+                        reason,
+                    }));
+                }
             }
         }
         for result in [ReloadResult::Success, ReloadResult::Failure] {
@@ -392,11 +403,17 @@ impl Metrics {
         }
         match (record.decision, record.reason) {
             (Outcome::Denied, Some(reason)) => {
-                self.denials.get_or_create(&ReasonLabels { reason }).inc();
+                self.denials
+                    .get_or_create(&ReasonLabels {
+                        pipeline: record.pipeline.clone(),
+                        reason,
+                    })
+                    .inc();
             }
             (Outcome::Allowed | Outcome::Warned, Some(reason)) if record.stage_changed => {
                 self.transitions
                     .get_or_create(&TransitionLabels {
+                        pipeline: record.pipeline.clone(),
                         from: record.from_label.clone(),
                         to: record.to_label.clone(),
                         reason,
@@ -475,7 +492,7 @@ mod tests {
             "stage_guard_admission_requests_total{",
             "stage_guard_admission_duration_seconds_bucket{",
             "stage_guard_transitions_total{",
-            "stage_guard_denials_total{reason=\"skip\"} 0",
+            "stage_guard_denials_total{pipeline=\"default\",reason=\"skip\"} 0",
             "stage_guard_tls_reloads_total{result=\"failure\"} 0",
             "stage_guard_tls_handshake_failures_total{reason=\"not_tls\"} 0",
             "stage_guard_tls_handshake_failures_total{reason=\"other\"} 0",
@@ -501,6 +518,7 @@ mod tests {
             patched: false,
             discarded_edit: false,
             reason: Some(Reason::UnknownStage),
+            pipeline: "default".into(),
             from_label: "waiting-pr-created".into(),
             to_label: "unknown".into(),
             message: "evil".into(),
@@ -510,7 +528,7 @@ mod tests {
         let text = m.encode();
         assert!(!text.contains("evil"), "{text}");
         assert!(text.contains(
-            "stage_guard_transitions_total{from=\"waiting-pr-created\",to=\"unknown\",reason=\"unknown-stage\"} 1"
+            "stage_guard_transitions_total{pipeline=\"default\",from=\"waiting-pr-created\",to=\"unknown\",reason=\"unknown-stage\"} 1"
         ));
     }
 }

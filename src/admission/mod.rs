@@ -54,6 +54,8 @@ pub struct Record {
     /// The mutating webhook put back a history the client changed or removed.
     pub discarded_edit: bool,
     pub reason: Option<Reason>,
+    /// The name of the pipeline that judged the write (`none` when none takes it): a configured name.
+    pub pipeline: String,
     /// Metric labels for `O` and `N`: a configured stage, `none`, or `unknown`.
     pub from_label: String,
     pub to_label: String,
@@ -99,6 +101,8 @@ pub fn facts_of<'r>(policy: &Policy, req: &'r Request<'_>) -> Facts<'r> {
     let (new, old) = (&req.object, &req.old_object);
     // On CREATE there is no stored object, whatever `oldObject` holds.
     let stored = |key: &str| if is_create { None } else { old.annotation(key) };
+    let namespace = req.namespace.as_deref().unwrap_or_default();
+    let incoming_pipeline = policy.pipeline_for(|k| new.label(k), namespace);
     Facts {
         operation,
         workflow: Cow::Owned(req.workflow()),
@@ -121,15 +125,19 @@ pub fn facts_of<'r>(policy: &Policy, req: &'r Request<'_>) -> Facts<'r> {
         incoming_history: new.annotation(&policy.history.annotation),
         stored_override: stored(&policy.override_.annotation),
         incoming_override: new.annotation(&policy.override_.annotation),
+        // An UPDATE is judged by the pipeline of the stored object (issue: pipelines).
+        pipeline: if is_create {
+            incoming_pipeline
+        } else {
+            policy.pipeline_for(|k| old.label(k), namespace)
+        },
+        incoming_pipeline,
     }
 }
 
 fn record_of(policy: &Policy, req: &Request<'_>, facts: &Facts<'_>) -> Record {
-    let metric_label = |s: Option<&str>| match s {
-        None => "none".to_owned(),
-        Some(s) if policy.graph.is_known(s) => s.to_owned(),
-        Some(_) => "unknown".to_owned(),
-    };
+    let pipeline = policy.judging(facts);
+    let metric_label = |s: Option<&str>| policy.stage_label(pipeline, s);
     Record {
         uid: req.uid.clone(),
         workflow: facts.workflow.to_string(),
@@ -141,6 +149,7 @@ fn record_of(policy: &Policy, req: &Request<'_>, facts: &Facts<'_>) -> Record {
         patched: false,
         discarded_edit: false,
         reason: None,
+        pipeline: pipeline.map_or("none", |p| p.name.as_str()).to_owned(),
         from_label: metric_label(facts.from),
         to_label: metric_label(facts.to),
         message: String::new(),
@@ -158,7 +167,8 @@ fn validate(policy: &Policy, req: &Request<'_>, facts: &Facts<'_>) -> (ResponseO
     } else {
         ResponseOut::deny(&req.uid, v.message.clone())
     };
-    if record.stage_changed || v.outcome == Outcome::Denied {
+    // Every stage change or denial, and a forced move between pipelines, is worth an audit entry.
+    if record.stage_changed || v.outcome == Outcome::Denied || v.reason == Reason::Override {
         response
             .audit_annotations
             .insert("decision", v.outcome.as_str().to_owned());
@@ -168,6 +178,9 @@ fn validate(policy: &Policy, req: &Request<'_>, facts: &Facts<'_>) -> (ResponseO
         response
             .audit_annotations
             .insert("transition", record.transition.clone());
+        response
+            .audit_annotations
+            .insert("pipeline", record.pipeline.clone());
     }
     record.decision = v.outcome;
     record.reason = Some(v.reason);
@@ -352,5 +365,176 @@ mod tests {
             &review("DELETE", "bob", Value::Null, old),
         );
         assert_eq!(d["response"]["allowed"], true);
+    }
+
+    // === pipelines ===
+
+    const PIPELINES: &str = "\
+stages: [a, b, c]
+override:
+  users: [alice]
+pipelines:
+  - name: qa
+    match: {labels: {tmpl: qa}}
+    stages: [dev, test, done]
+    transitions: {dev: [test], test: [done, dev]}
+    mode: warn
+  - name: docs
+    match: {namespaces: [docs]}
+    stages: [draft, published]
+";
+
+    fn labelled(labels: Value, annotations: Value) -> Value {
+        json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+            "metadata": {"name": "wf", "resourceVersion": "5", "labels": labels, "annotations": annotations},
+            "spec": {}, "status": {}})
+    }
+
+    /// The cluster's answer (mutate, patch, validate) to one write in `namespace`.
+    fn through_both(
+        policy: &Policy,
+        op: &str,
+        user: &str,
+        namespace: &str,
+        new: Value,
+        old: Value,
+    ) -> pipeline::ClusterAnswer {
+        let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u-7", "namespace": namespace, "operation": op,
+                "userInfo": {"username": user, "groups": ["system:authenticated"]},
+                "object": new, "oldObject": if op == "CREATE" { Value::Null } else { old }}});
+        pipeline::run(policy, &review, now()).unwrap()
+    }
+
+    fn verdict(a: &pipeline::ClusterAnswer) -> (bool, String, String) {
+        let v: Value = serde_json::from_slice(&a.validate.body).unwrap();
+        let audit = &v["response"]["auditAnnotations"];
+        (
+            v["response"]["allowed"].as_bool().unwrap(),
+            audit["reason"].as_str().unwrap_or("-").to_owned(),
+            audit["pipeline"].as_str().unwrap_or("-").to_owned(),
+        )
+    }
+
+    #[test]
+    fn each_pipeline_judges_its_own_workflows_with_its_own_mode() {
+        let p = Policy::from_yaml(PIPELINES).unwrap();
+        let qa = |stage: &str| labelled(json!({"current-stage": stage, "tmpl": "qa"}), json!({}));
+        // qa is in warn mode: its skip is admitted with a warning.
+        let a = through_both(&p, "UPDATE", "bob", "argo", qa("done"), qa("dev"));
+        assert_eq!(verdict(&a), (true, "skip".into(), "qa".into()));
+        assert_eq!(a.validate.record.decision, Outcome::Warned);
+        // A loop of qa's graph is an edge there.
+        let a = through_both(&p, "UPDATE", "bob", "argo", qa("dev"), qa("test"));
+        assert_eq!(verdict(&a), (true, "advance".into(), "qa".into()));
+        // The default pipeline (enforce) denies its own skip, and knows nothing of qa's stages.
+        let plain = |stage: &str| labelled(json!({"current-stage": stage}), json!({}));
+        let a = through_both(&p, "UPDATE", "bob", "argo", plain("c"), plain("a"));
+        assert_eq!(verdict(&a), (false, "skip".into(), "default".into()));
+        let a = through_both(&p, "UPDATE", "bob", "argo", plain("test"), plain("a"));
+        assert_eq!(
+            verdict(&a),
+            (false, "unknown-stage".into(), "default".into())
+        );
+        // docs takes what is in its namespace; a CREATE is judged by the incoming object's pipeline.
+        let draft = labelled(json!({"current-stage": "draft"}), json!({}));
+        let a = through_both(&p, "CREATE", "bob", "docs", draft.clone(), Value::Null);
+        assert_eq!(verdict(&a), (true, "entry".into(), "docs".into()));
+        let a = through_both(&p, "CREATE", "bob", "argo", draft, Value::Null);
+        assert_eq!(
+            verdict(&a),
+            (false, "unknown-stage".into(), "default".into())
+        );
+    }
+
+    #[test]
+    fn moving_a_staged_workflow_into_another_pipeline_needs_a_permitted_override() {
+        let p = Policy::from_yaml(PIPELINES).unwrap();
+        let stored = labelled(json!({"current-stage": "dev", "tmpl": "qa"}), json!({}));
+        let moved = labelled(json!({"current-stage": "dev"}), json!({}));
+        let a = through_both(&p, "UPDATE", "bob", "argo", moved.clone(), stored.clone());
+        assert_eq!(verdict(&a), (false, "pipeline-changed".into(), "qa".into()));
+        let v: Value = serde_json::from_slice(&a.validate.body).unwrap();
+        assert_eq!(
+            v["response"]["status"]["message"],
+            "update at stage \"dev\" on argo/wf denied (pipeline-changed): its labels move it from pipeline \"qa\" to pipeline \"default\"; only a permitted override may do that"
+        );
+        // Forced by someone listed under override: admitted, the reason recorded when the stage moves.
+        let forced = labelled(
+            json!({"current-stage": "a"}),
+            json!({"stage-guard.io/override-reason": "wrong template"}),
+        );
+        let a = through_both(&p, "UPDATE", "alice", "argo", forced, stored.clone());
+        assert_eq!(verdict(&a), (true, "override".into(), "qa".into()));
+        let history = a.patched["metadata"]["annotations"]["stage-guard.io/history"]
+            .as_str()
+            .unwrap();
+        assert!(
+            history.contains(r#""override":"wrong template""#),
+            "{history}"
+        );
+        // The stage rules of the old pipeline still judge a write that stays in it.
+        let a = through_both(&p, "UPDATE", "bob", "argo", stored.clone(), stored);
+        assert!(verdict(&a).0);
+    }
+
+    #[test]
+    fn without_a_default_pipeline_unmatched_workflows_are_not_judged() {
+        let p = Policy::from_yaml(
+            "pipelines:\n  - name: docs\n    match: {namespaces: [docs]}\n    stages: [draft, published]\n",
+        )
+        .unwrap();
+        let wf = |stage: &str| labelled(json!({"current-stage": stage}), json!({}));
+        let a = through_both(&p, "UPDATE", "bob", "argo", wf("anything"), wf("else"));
+        assert_eq!(verdict(&a), (true, "-".into(), "-".into()));
+        let m: Value = serde_json::from_slice(&a.mutate.body).unwrap();
+        assert!(m["response"].get("patch").is_none(), "{m}");
+        let a = through_both(&p, "UPDATE", "bob", "docs", wf("draft"), wf("published"));
+        assert_eq!(verdict(&a), (false, "regression".into(), "docs".into()));
+    }
+
+    #[test]
+    fn a_forced_move_lands_on_a_stage_of_its_new_pipeline_and_is_recorded_even_in_place() {
+        let p = Policy::from_yaml(
+            "stages: [dev, test, done]\noverride:\n  users: [alice]\npipelines:\n  - name: qa\n    match: {labels: {tmpl: qa}}\n    stages: [dev, test]\n    mode: warn\n",
+        )
+        .unwrap();
+        let stored = labelled(json!({"current-stage": "dev", "tmpl": "qa"}), json!({}));
+        let forced = |stage: &str| {
+            labelled(
+                json!({"current-stage": stage}),
+                json!({"stage-guard.io/override-reason": "wrong template"}),
+            )
+        };
+        // The same stage, known to both: admitted as forced, and the move is in the history.
+        let a = through_both(&p, "UPDATE", "alice", "argo", forced("dev"), stored.clone());
+        assert_eq!(verdict(&a), (true, "override".into(), "qa".into()));
+        let history = a.patched["metadata"]["annotations"]["stage-guard.io/history"]
+            .as_str()
+            .unwrap();
+        assert!(
+            history.contains(r#""from":"dev","to":"dev""#)
+                && history.contains(r#""override":"wrong template""#),
+            "{history}"
+        );
+        assert!(
+            a.patched["metadata"]["annotations"]
+                .get("stage-guard.io/override-reason")
+                .is_none(),
+            "the override annotation is never stored"
+        );
+        // A stage the new pipeline does not know: refused, even though qa is in warn mode.
+        let a = through_both(&p, "UPDATE", "alice", "argo", forced("elsewhere"), stored);
+        assert_eq!(verdict(&a), (false, "unknown-stage".into(), "qa".into()));
+        let v: Value = serde_json::from_slice(&a.validate.body).unwrap();
+        assert!(
+            v["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(
+                    "\"elsewhere\" is not a stage of pipeline \"default\", where its labels move it"
+                ),
+            "{v}"
+        );
     }
 }

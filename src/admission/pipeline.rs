@@ -139,25 +139,43 @@ pub fn review_of(
     })
 }
 
-/// The stored and incoming Workflows of a stage change `from -> to`, for `stage-guard check`: the
-/// same object before and after, the incoming one carrying the override reason when given.
-pub fn change_objects(
-    policy: &Policy,
-    name: &str,
-    from: Option<&str>,
-    to: Option<&str>,
-    override_reason: Option<&str>,
-) -> (Value, Value) {
-    let object = |stage: Option<&str>| {
-        let mut metadata = json!({"name": name, "resourceVersion": "1"});
+/// A stage change made up offline (`stage-guard check`, `stage-guard test`).
+#[derive(Debug, Clone, Default)]
+pub struct Change<'a> {
+    pub name: &'a str,
+    /// The Workflow's namespace and its other labels: they choose the pipeline.
+    pub namespace: Option<&'a str>,
+    pub labels: &'a [(String, String)],
+    /// The incoming object's other labels when they differ from the stored one's (a relabel).
+    pub new_labels: Option<&'a [(String, String)]>,
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+    pub override_reason: Option<&'a str>,
+}
+
+/// The stored and incoming Workflows of a [`Change`]: the same object before and after, with the
+/// stage label set (or not) on each and the override reason on the incoming one when given.
+pub fn change_objects(policy: &Policy, change: &Change<'_>) -> (Value, Value) {
+    let object = |stage: Option<&str>, others: &[(String, String)]| {
+        let mut metadata = json!({"name": change.name, "resourceVersion": "1"});
+        if let Some(ns) = change.namespace {
+            metadata["namespace"] = json!(ns);
+        }
+        let mut labels = serde_json::Map::new();
+        for (key, value) in others {
+            labels.insert(key.clone(), json!(value));
+        }
         if let Some(stage) = stage {
-            metadata["labels"] = json!({ policy.label.as_str(): stage });
+            labels.insert(policy.label.clone(), json!(stage));
+        }
+        if !labels.is_empty() {
+            metadata["labels"] = Value::Object(labels);
         }
         json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": metadata, "spec": {}})
     };
-    let old = object(from);
-    let mut new = object(to);
-    if let Some(reason) = override_reason {
+    let old = object(change.from, change.labels);
+    let mut new = object(change.to, change.new_labels.unwrap_or(change.labels));
+    if let Some(reason) = change.override_reason {
         new["metadata"]["annotations"] = json!({ policy.override_.annotation.as_str(): reason });
     }
     (old, new)

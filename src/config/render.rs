@@ -4,34 +4,17 @@
 
 use std::fmt::Write as _;
 
-use crate::core::Policy;
+use crate::core::{DEFAULT_PIPELINE, Pipeline, Policy, StageGraph};
 
 /// The policy as a complete configuration file.
 pub fn effective_yaml(policy: &Policy) -> String {
-    let graph = &policy.graph;
     let mut y = String::new();
     // Writing into a String cannot fail.
     let _ = writeln!(y, "label: {}", scalar(&policy.label));
-    y.push_str("stages:\n");
-    for stage in graph.stages() {
-        let _ = writeln!(y, "  - {}", scalar(stage));
+    if let Some(default) = policy.default_pipeline() {
+        graph(&mut y, "", &default.graph);
+        let _ = writeln!(y, "mode: {}", default.mode.as_str());
     }
-    let _ = writeln!(y, "entry: {}", list(&graph.entry_stages()));
-    let edges: Vec<(&String, Vec<&str>)> = graph
-        .stages()
-        .iter()
-        .map(|s| (s, graph.next_stages(Some(s))))
-        .filter(|(_, next)| !next.is_empty())
-        .collect();
-    if edges.is_empty() {
-        y.push_str("transitions: {}\n");
-    } else {
-        y.push_str("transitions:                 # stages not listed here are final\n");
-        for (from, next) in edges {
-            let _ = writeln!(y, "  {}: {}", scalar(from), list(&next));
-        }
-    }
-    let _ = writeln!(y, "mode: {}", policy.mode.as_str());
     y.push_str("history:\n");
     let _ = writeln!(y, "  annotation: {}", scalar(&policy.history.annotation));
     let _ = writeln!(y, "  limit: {}", policy.history.limit);
@@ -41,7 +24,56 @@ pub fn effective_yaml(policy: &Policy) -> String {
     let _ = writeln!(y, "  users: {}", list(&policy.override_.users));
     let _ = writeln!(y, "  groups: {}", list(&policy.override_.groups));
     let _ = writeln!(y, "resubmit: {}", policy.resubmit.as_str());
+    let named: Vec<&Pipeline> = policy
+        .pipelines
+        .iter()
+        .filter(|p| p.name != DEFAULT_PIPELINE)
+        .collect();
+    if !named.is_empty() {
+        y.push_str("pipelines:                     # the first that matches decides\n");
+        for p in named {
+            let _ = writeln!(y, "  - name: {}", scalar(&p.name));
+            y.push_str("    match:\n");
+            if !p.selector.labels.is_empty() {
+                y.push_str("      labels:\n");
+                for (key, value) in &p.selector.labels {
+                    let _ = writeln!(y, "        {}: {}", scalar(key), scalar(value));
+                }
+            }
+            if let Some(namespaces) = &p.selector.namespaces {
+                let _ = writeln!(y, "      namespaces: {}", list(namespaces));
+            }
+            graph(&mut y, "    ", &p.graph);
+            let _ = writeln!(y, "    mode: {}", p.mode.as_str());
+        }
+    }
     y
+}
+
+/// `stages`, `entry` and `transitions` of one graph, indented by `indent`.
+fn graph(y: &mut String, indent: &str, graph: &StageGraph) {
+    let _ = writeln!(y, "{indent}stages:");
+    for stage in graph.stages() {
+        let _ = writeln!(y, "{indent}  - {}", scalar(stage));
+    }
+    let _ = writeln!(y, "{indent}entry: {}", list(&graph.entry_stages()));
+    let edges: Vec<(&String, Vec<&str>)> = graph
+        .stages()
+        .iter()
+        .map(|s| (s, graph.next_stages(Some(s))))
+        .filter(|(_, next)| !next.is_empty())
+        .collect();
+    if edges.is_empty() {
+        let _ = writeln!(y, "{indent}transitions: {{}}");
+    } else {
+        let _ = writeln!(
+            y,
+            "{indent}transitions:                 # stages not listed here are final"
+        );
+        for (from, next) in edges {
+            let _ = writeln!(y, "{indent}  {}: {}", scalar(from), list(&next));
+        }
+    }
 }
 
 fn list<S: AsRef<str>>(items: &[S]) -> String {
@@ -104,15 +136,31 @@ mod tests {
             "stages: ['1', 'true', 'null', 'on', 'N', 'a_b.c', '1e3']\n\
              override:\n  users: ['a: b', '#x', 'ünï', 'q\"uote', ' lead', 'system:serviceaccount:argo:bot']\n  groups: []\n",
             "stages: [only]\n",
+            "pipelines:\n  - name: qa\n    match:\n      labels: {tmpl: qa, 'example.com/team': '7'}\n      namespaces: [argo, ci]\n    stages: [a, b]\n    mode: warn\n  - name: docs\n    match: {namespaces: [docs]}\n    stages: [draft, published]\n",
+            "stages: [x, y]\npipelines:\n  - name: p1\n    match: {labels: {k: v}}\n    stages: [s1, s2, s3]\n    transitions: {s1: [s2, s3], s3: [s1]}\n",
         ] {
             let first = Policy::from_yaml(yaml).unwrap();
             let printed = effective_yaml(&first);
             let again = Policy::from_yaml(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
             assert_eq!(effective_yaml(&again), printed);
-            assert_eq!(again.graph.stages(), first.graph.stages());
+            let shape = |p: &Policy| {
+                p.pipelines
+                    .iter()
+                    .map(|q| {
+                        (
+                            q.name.clone(),
+                            q.selector.clone(),
+                            q.graph.stages().to_vec(),
+                            q.graph.entry_stages().join(","),
+                            q.mode,
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(shape(&again), shape(&first));
             assert_eq!(again.override_, first.override_);
             assert_eq!(again.history, first.history);
-            assert_eq!((again.mode, again.resubmit), (first.mode, first.resubmit));
+            assert_eq!(again.resubmit, first.resubmit);
         }
     }
 }

@@ -8,7 +8,7 @@ use serde_saphyr::Error;
 use crate::suggest;
 
 /// Line and column (when known) and the one-line message of a parse error.
-pub(super) fn describe(error: &Error) -> (Option<(u64, u64)>, String) {
+pub(crate) fn describe(error: &Error) -> (Option<(u64, u64)>, String) {
     let error = error.without_snippet();
     let at = error
         .location()

@@ -60,6 +60,11 @@ pub struct Facts<'a> {
     /// The stored object's override annotation (`None` on CREATE).
     pub stored_override: Option<Cow<'a, str>>,
     pub incoming_override: Option<Cow<'a, str>>,
+    /// The pipeline that judges the write ([`super::Policy::pipeline_for`]): the stored object's on
+    /// UPDATE, the incoming object's on CREATE. `None`: no pipeline takes the object, not judged.
+    pub pipeline: Option<usize>,
+    /// The pipeline the incoming object belongs to (the same as `pipeline` on CREATE).
+    pub incoming_pipeline: Option<usize>,
 }
 
 impl Facts<'_> {
@@ -74,6 +79,15 @@ impl Facts<'_> {
     pub fn is_judged(&self) -> bool {
         matches!(self.operation, Operation::Create | Operation::Update)
             && (self.from.is_some() || self.to.is_some())
+            && self.pipeline.is_some()
+    }
+
+    /// An UPDATE that moves a staged object into another pipeline (or out of every pipeline): denied
+    /// as `pipeline-changed` unless a permitted override forces it.
+    pub fn pipeline_changed(&self) -> bool {
+        self.operation == Operation::Update
+            && self.from.is_some()
+            && self.incoming_pipeline != self.pipeline
     }
 
     /// The stored history, when there is one to build on: the stored object carries the stage label.

@@ -114,11 +114,13 @@ pub fn classify(
     to: Option<&str>,
     by: &str,
     limit: usize,
+    moved: bool,
 ) -> HistoryWrite {
     if stored == incoming {
         return HistoryWrite::Unchanged;
     }
-    if from == to {
+    // Only a stage change, or a forced move into another pipeline (`moved`), earns an entry.
+    if from == to && !moved {
         return HistoryWrite::Tampered;
     }
     match appended_entry(stored, incoming, from, to, by, limit) {
@@ -221,28 +223,28 @@ mod tests {
         ));
         let s = Some(stored.as_str());
         assert_eq!(
-            classify(s, s, Some("a"), Some("b"), "bob", 50),
+            classify(s, s, Some("a"), Some("b"), "bob", 50, false),
             HistoryWrite::Unchanged
         );
         assert!(matches!(
-            classify(s, Some(&good), Some("a"), Some("b"), "bob", 50),
+            classify(s, Some(&good), Some("a"), Some("b"), "bob", 50, false),
             HistoryWrite::Appended(e) if e.to.as_deref() == Some("b")
         ));
         // another requester, another change, no change at all, a dropped history, a rewritten past
         assert_eq!(
-            classify(s, Some(&good), Some("a"), Some("b"), "eve", 50),
+            classify(s, Some(&good), Some("a"), Some("b"), "eve", 50, false),
             HistoryWrite::Tampered
         );
         assert_eq!(
-            classify(s, Some(&good), Some("a"), Some("c"), "bob", 50),
+            classify(s, Some(&good), Some("a"), Some("c"), "bob", 50, false),
             HistoryWrite::Tampered
         );
         assert_eq!(
-            classify(s, Some(&good), Some("a"), Some("a"), "bob", 50),
+            classify(s, Some(&good), Some("a"), Some("a"), "bob", 50, false),
             HistoryWrite::Tampered
         );
         assert_eq!(
-            classify(s, None, Some("a"), Some("b"), "bob", 50),
+            classify(s, None, Some("a"), Some("b"), "bob", 50, false),
             HistoryWrite::Tampered
         );
         let rewritten = render(&[
@@ -250,7 +252,7 @@ mod tests {
             Entry::new(Some("a"), Some("b"), "bob", at(2)),
         ]);
         assert_eq!(
-            classify(s, Some(&rewritten), Some("a"), Some("b"), "bob", 50),
+            classify(s, Some(&rewritten), Some("a"), Some("b"), "bob", 50, false),
             HistoryWrite::Tampered
         );
     }
@@ -265,7 +267,8 @@ mod tests {
                 Some("a"),
                 Some("b"),
                 "bob",
-                50
+                50,
+                false
             ),
             HistoryWrite::Appended(_)
         ));
@@ -285,7 +288,8 @@ mod tests {
                 Some("a"),
                 Some("b"),
                 "bob",
-                3
+                3,
+                false
             ),
             HistoryWrite::Appended(_)
         ));

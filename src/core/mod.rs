@@ -11,6 +11,7 @@ mod facts;
 mod fit;
 mod graph;
 pub mod history;
+mod pipeline;
 mod plan;
 mod policy;
 mod reason;
@@ -22,6 +23,7 @@ use std::time::SystemTime;
 pub use facts::{Facts, Operation, RESUBMITTED_FROM_LABEL};
 pub use graph::{StageChange, StageGraph};
 pub use history::{Entry, HistoryWrite};
+pub use pipeline::{DEFAULT_PIPELINE, Pipeline, Selector};
 pub use plan::{HistoryEdit, Plan};
 pub use policy::{HistoryConfig, Mode, OverrideConfig, Policy, Resubmit};
 pub use reason::Reason;
@@ -36,6 +38,7 @@ pub fn validate(policy: &Policy, facts: &Facts<'_>) -> Option<Verdict> {
     if !facts.is_judged() {
         return None;
     }
+    let pipeline = policy.judging(facts)?;
     let history = history::classify(
         facts.trusted_history(),
         facts.incoming_history.as_deref(),
@@ -43,8 +46,9 @@ pub fn validate(policy: &Policy, facts: &Facts<'_>) -> Option<Verdict> {
         facts.to,
         facts.username,
         policy.history.limit,
+        facts.pipeline_changed(),
     );
-    Some(verdict::decide(policy, facts, &history))
+    Some(verdict::decide(policy, pipeline, facts, &history))
 }
 
 /// The mutating webhook's plan for one write; `now` is stamped into a new history entry.
@@ -73,6 +77,8 @@ mod tests {
             incoming_history: None,
             stored_override: None,
             incoming_override: None,
+            pipeline: Some(0),
+            incoming_pipeline: Some(0),
         }
     }
 

@@ -55,9 +55,13 @@ impl Plan {
 /// Plans the mutation of one write; `now` is the time stamped into a new entry.
 pub(crate) fn plan(policy: &Policy, f: &Facts<'_>, now: SystemTime) -> Plan {
     if !f.is_judged() || f.stale {
-        // The write will fail with 409 Conflict; touching it could only mislead (apiserver-contract 3).
+        // Not judged, or the write will fail with 409 Conflict; touching it could only mislead
+        // (apiserver-contract 3).
         return Plan::nothing();
     }
+    let Some(pipeline) = policy.judging(f) else {
+        return Plan::nothing();
+    };
     let mut plan = Plan::nothing();
 
     let mut to = f.to;
@@ -74,7 +78,10 @@ pub(crate) fn plan(policy: &Policy, f: &Facts<'_>, now: SystemTime) -> Plan {
         override_reason.is_some() && policy.override_.permits(f.username, f.groups);
     plan.remove_override = override_permitted;
 
-    let target: Option<String> = if f.from != to {
+    // A forced move into another pipeline is recorded even when the stage stays: it is the only trace
+    // of the override (whose annotation is never stored), and the validating webhook reads it there.
+    let moved = f.pipeline_changed() && override_permitted;
+    let target: Option<String> = if f.from != to || moved {
         plan.recorded = Some((f.from.map(str::to_owned), to.map(str::to_owned)));
         let already = history::appended_entry(
             stored_history,
@@ -89,12 +96,13 @@ pub(crate) fn plan(policy: &Policy, f: &Facts<'_>, now: SystemTime) -> Plan {
             incoming_history.map(str::to_owned)
         } else {
             let forced = override_permitted
-                && policy.graph.judge(StageChange {
-                    from: f.from,
-                    to,
-                    resubmit_keep_create: resubmit == Some(Resubmit::Keep),
-                    override_permitted: true,
-                }) == Reason::Override;
+                && (f.pipeline_changed()
+                    || pipeline.graph.judge(StageChange {
+                        from: f.from,
+                        to,
+                        resubmit_keep_create: resubmit == Some(Resubmit::Keep),
+                        override_permitted: true,
+                    }) == Reason::Override);
             let mut entry = Entry::new(f.from, to, f.username, now);
             if forced {
                 entry.override_ = override_reason.map(str::to_owned);
@@ -167,6 +175,8 @@ mod tests {
             incoming_history: None,
             stored_override: None,
             incoming_override: None,
+            pipeline: Some(0),
+            incoming_pipeline: Some(0),
             workflow: "argo/wf".into(),
         }
     }

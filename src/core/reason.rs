@@ -12,6 +12,7 @@ pub enum Reason {
     OverrideNotPermitted,
     HistoryTampered,
     HistoryMissing,
+    PipelineChanged,
     UnknownStage,
     LabelRemoved,
     Skip,
@@ -19,7 +20,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::Unchanged,
         Reason::Entry,
         Reason::Advance,
@@ -28,6 +29,7 @@ impl Reason {
         Reason::OverrideNotPermitted,
         Reason::HistoryTampered,
         Reason::HistoryMissing,
+        Reason::PipelineChanged,
         Reason::UnknownStage,
         Reason::LabelRemoved,
         Reason::Skip,
@@ -45,6 +47,7 @@ impl Reason {
             Reason::OverrideNotPermitted => "override-not-permitted",
             Reason::HistoryTampered => "history-tampered",
             Reason::HistoryMissing => "history-missing",
+            Reason::PipelineChanged => "pipeline-changed",
             Reason::UnknownStage => "unknown-stage",
             Reason::LabelRemoved => "label-removed",
             Reason::Skip => "skip",

@@ -3,6 +3,7 @@
 use super::facts::Facts;
 use super::graph::StageChange;
 use super::history::HistoryWrite;
+use super::pipeline::Pipeline;
 use super::policy::{Mode, Policy, Resubmit};
 use super::reason::Reason;
 use super::words::Say;
@@ -44,12 +45,17 @@ impl Verdict {
 
 /// Decides one write, given how its history annotation changed: the rows of SPEC 4.1 from top to
 /// bottom, then warn mode, then the history requirement.
-pub(crate) fn decide(policy: &Policy, w: &Facts<'_>, history: &HistoryWrite) -> Verdict {
-    let graph = &policy.graph;
+pub(crate) fn decide(
+    policy: &Policy,
+    pipeline: &Pipeline,
+    w: &Facts<'_>,
+    history: &HistoryWrite,
+) -> Verdict {
+    let graph = &pipeline.graph;
     let entry_override = matches!(history, HistoryWrite::Appended(e) if e.override_.is_some());
     let override_requested = w.override_reason().is_some() || entry_override;
     let override_permitted = override_requested && policy.override_.permits(w.username, w.groups);
-    let say = Say { policy, w };
+    let say = Say { policy, graph, w };
     let deny = |reason: Reason| Verdict {
         outcome: Outcome::Denied,
         reason,
@@ -64,17 +70,37 @@ pub(crate) fn decide(policy: &Policy, w: &Facts<'_>, history: &HistoryWrite) -> 
         return deny(Reason::HistoryTampered);
     }
 
-    let reason = graph.judge(StageChange {
-        from: w.from,
-        to: w.to,
-        resubmit_keep_create: policy.resubmit_rule(w.is_create(), w.resubmitted)
-            == Some(Resubmit::Keep),
-        override_permitted,
-    });
+    // Moving a staged object into another pipeline changes which rules judge it from then on: only a
+    // permitted override may do that, and it is then a forced change whatever the stages.
+    if w.pipeline_changed() {
+        if !override_permitted {
+            return deny(Reason::PipelineChanged);
+        }
+        // Forced into another pipeline: it must land on a stage that pipeline knows (or none), in
+        // every mode, for it is judged by that pipeline from now on.
+        let lands = policy
+            .pipelines
+            .get(w.incoming_pipeline.unwrap_or(usize::MAX))
+            .is_none_or(|target| w.to.is_none_or(|n| target.graph.is_known(n)));
+        if !lands {
+            return deny(Reason::UnknownStage);
+        }
+    }
+    let reason = if w.pipeline_changed() {
+        Reason::Override
+    } else {
+        graph.judge(StageChange {
+            from: w.from,
+            to: w.to,
+            resubmit_keep_create: policy.resubmit_rule(w.is_create(), w.resubmitted)
+                == Some(Resubmit::Keep),
+            override_permitted,
+        })
+    };
 
     let outcome = if reason.admits() {
         Outcome::Allowed
-    } else if policy.mode == Mode::Warn && reason.is_stage_rule_denial() {
+    } else if pipeline.mode == Mode::Warn && reason.is_stage_rule_denial() {
         Outcome::Warned
     } else {
         return deny(reason);
@@ -180,8 +206,10 @@ mod tests {
                 incoming_history: None,
                 stored_override: None,
                 incoming_override: self.annotation.then(|| "a reason".into()),
+                pipeline: Some(0),
+                incoming_pipeline: Some(0),
             };
-            decide(p, &facts, &self.history)
+            decide(p, p.only(), &facts, &self.history)
         }
     }
 

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 
 use super::facts::Facts;
 use super::fit::{self, Piece};
+use super::graph::StageGraph;
 use super::policy::Policy;
 use super::reason::Reason;
 
@@ -29,6 +30,8 @@ const RANK_NEXT: u8 = 3;
 /// The words of a decision on one write.
 pub(crate) struct Say<'p, 'f> {
     pub policy: &'p Policy,
+    /// The graph of the pipeline that judges the write.
+    pub graph: &'p StageGraph,
     pub w: &'p Facts<'f>,
 }
 
@@ -43,7 +46,7 @@ enum Next<'g> {
 
 impl Say<'_, '_> {
     fn next(&self) -> Next<'_> {
-        let graph = &self.policy.graph;
+        let graph = self.graph;
         match self.w.from {
             Some(o) if !graph.is_known(o) => Next::FromUnknown,
             from => {
@@ -93,13 +96,13 @@ impl Say<'_, '_> {
     /// The stages a forward jump skips, in pipeline order.
     fn skipped(&self) -> &[String] {
         let w = self.w;
-        w.to.map(|n| self.policy.graph.between(w.from, n))
+        w.to.map(|n| self.graph.between(w.from, n))
             .unwrap_or_default()
     }
 
     /// The new stage is not a known one (rather than the stored one).
     fn to_unknown(&self) -> bool {
-        self.w.to.is_some_and(|n| !self.policy.graph.is_known(n))
+        self.w.to.is_some_and(|n| !self.graph.is_known(n))
     }
 
     /// Why the rule fired, in words.
@@ -119,6 +122,16 @@ impl Say<'_, '_> {
                 "the change has no entry in {}; is the mutating webhook mutate.stage-guard.io installed?",
                 self.policy.history.annotation
             ),
+            Reason::UnknownStage if w.pipeline_changed() => {
+                let target = w
+                    .incoming_pipeline
+                    .and_then(|i| self.policy.pipelines.get(i))
+                    .map_or(String::new(), |p| format!(" of pipeline {:?}", p.name));
+                format!(
+                    "{} is not a stage{target}, where its labels move it",
+                    quote_stage(w.to)
+                )
+            }
             Reason::UnknownStage if self.to_unknown() => {
                 format!("{} is not a known stage", quote_stage(w.to))
             }
@@ -127,6 +140,19 @@ impl Say<'_, '_> {
                 quote_stage(w.from)
             ),
             Reason::LabelRemoved => format!("removes the {} label", self.policy.label),
+            Reason::PipelineChanged => {
+                let name = |i: Option<usize>| {
+                    i.and_then(|i| self.policy.pipelines.get(i))
+                        .map_or("no pipeline".to_owned(), |p| {
+                            format!("pipeline {:?}", p.name)
+                        })
+                };
+                format!(
+                    "its labels move it from {} to {}; only a permitted override may do that",
+                    name(w.pipeline),
+                    name(w.incoming_pipeline)
+                )
+            }
             Reason::Skip => match self.skipped() {
                 [] => "is not an edge of the stage graph".to_owned(),
                 skipped => format!(
@@ -416,6 +442,8 @@ mod tests {
             incoming_history: None,
             stored_override: None,
             incoming_override: None,
+            pipeline: Some(0),
+            incoming_pipeline: Some(0),
         }
     }
 
@@ -457,7 +485,15 @@ mod tests {
         ];
         for &(from, to, user, reason, want) in rows {
             let w = facts("argo/play-7", from, to, user);
-            assert_eq!(Say { policy: &p, w: &w }.denied(reason), want);
+            assert_eq!(
+                Say {
+                    policy: &p,
+                    graph: &p.only().graph,
+                    w: &w
+                }
+                .denied(reason),
+                want
+            );
         }
     }
 
@@ -478,7 +514,12 @@ mod tests {
         ];
         for &(from, to, reason, want) in rows {
             let w = facts("argo/play-7", from, to, "bob");
-            let (message, warning) = Say { policy: &p, w: &w }.warned(reason);
+            let (message, warning) = Say {
+                policy: &p,
+                graph: &p.only().graph,
+                w: &w,
+            }
+            .warned(reason);
             assert_eq!(warning, want);
             assert!(message.contains(&format!("warned ({reason})")), "{message}");
         }
@@ -493,7 +534,12 @@ mod tests {
             Some("waiting-pr-approved"),
             "bob",
         );
-        let (_, warning) = Say { policy: &p, w: &w }.warned(Reason::Skip);
+        let (_, warning) = Say {
+            policy: &p,
+            graph: &p.only().graph,
+            w: &w,
+        }
+        .warned(Reason::Skip);
         assert_eq!(
             warning,
             r#"warn: argo/play-task-7 "waiting-pr-created" -> "waiting-pr-approved" skips 1 stage; allowed next: "waiting-ready-for-qa""#
@@ -505,7 +551,12 @@ mod tests {
             Some("waiting-pr-approved"),
             "bob",
         );
-        let (_, warning) = Say { policy: &p, w: &w }.warned(Reason::Skip);
+        let (_, warning) = Say {
+            policy: &p,
+            graph: &p.only().graph,
+            w: &w,
+        }
+        .warned(Reason::Skip);
         assert_eq!(
             warning,
             r#"warn: argo/pr-pipeline-x7k2p "waiting-pr-created" -> "waiting-pr-approved" (skip); allowed next: "waiting-ready-for-qa""#
@@ -517,7 +568,12 @@ mod tests {
             Some("waiting-pr-approved"),
             "bob",
         );
-        let (_, warning) = Say { policy: &p, w: &w }.warned(Reason::Skip);
+        let (_, warning) = Say {
+            policy: &p,
+            graph: &p.only().graph,
+            w: &w,
+        }
+        .warned(Reason::Skip);
         assert_eq!(
             warning,
             r#"warn: argo/agent-pipeline-fmf9g "waiting-pr-created" -> "waiting-pr-approved"; allowed next: "waiting-ready-for-qa""#
@@ -529,7 +585,12 @@ mod tests {
             Some("waiting-pr-approved"),
             "bob",
         );
-        let (_, warning) = Say { policy: &p, w: &w }.warned(Reason::Skip);
+        let (_, warning) = Say {
+            policy: &p,
+            graph: &p.only().graph,
+            w: &w,
+        }
+        .warned(Reason::Skip);
         assert_eq!(
             warning,
             r#"warn: agent-pipelines…pipeline-x7k2p "waiting-pr-created" -> "waiting-pr-approved"; allowed next: "waiting-ready-for-qa""#
@@ -545,7 +606,12 @@ mod tests {
             ("", r#"forced: argo/play-7 "a" -> "c" by (unknown user)"#),
         ] {
             let w = facts("argo/play-7", A, C, user);
-            let (message, warning) = Say { policy: &p, w: &w }.forced();
+            let (message, warning) = Say {
+                policy: &p,
+                graph: &p.only().graph,
+                w: &w,
+            }
+            .forced();
             assert_eq!(warning, want);
             assert!(
                 !message.contains("by  ") && !message.ends_with("by "),
@@ -554,7 +620,13 @@ mod tests {
         }
         let w = facts("argo/play-7", C, None, "alice");
         assert_eq!(
-            Say { policy: &p, w: &w }.forced().1,
+            Say {
+                policy: &p,
+                graph: &p.only().graph,
+                w: &w
+            }
+            .forced()
+            .1,
             r#"forced: argo/play-7 "c" -> none by alice"#
         );
     }
@@ -566,11 +638,35 @@ mod tests {
         assert_eq!(plural(2, "edge"), "2 edges");
         let p = abc();
         let mut w = facts("argo/wf", None, None, "bob");
-        assert_eq!(Say { policy: &p, w: &w }.change(), "update without a stage");
+        assert_eq!(
+            Say {
+                policy: &p,
+                graph: &p.only().graph,
+                w: &w
+            }
+            .change(),
+            "update without a stage"
+        );
         w.operation = Operation::Create;
-        assert_eq!(Say { policy: &p, w: &w }.change(), "create without a stage");
+        assert_eq!(
+            Say {
+                policy: &p,
+                graph: &p.only().graph,
+                w: &w
+            }
+            .change(),
+            "create without a stage"
+        );
         let w = facts("argo/wf", EMPTY, EMPTY, "bob");
-        assert_eq!(Say { policy: &p, w: &w }.change(), r#"update at stage """#);
+        assert_eq!(
+            Say {
+                policy: &p,
+                graph: &p.only().graph,
+                w: &w
+            }
+            .change(),
+            r#"update at stage """#
+        );
     }
 
     /// Names as long as Kubernetes allows: 63-character stages, a 63-character namespace with a
@@ -587,7 +683,13 @@ mod tests {
     #[test]
     fn every_warning_fits_in_one_line_of_120_characters_whatever_the_names() {
         let long = long_policy();
-        let stages: Vec<&str> = long.graph.stages().iter().map(String::as_str).collect();
+        let stages: Vec<&str> = long
+            .only()
+            .graph
+            .stages()
+            .iter()
+            .map(String::as_str)
+            .collect();
         assert!(stages.iter().all(|s| s.len() == 63));
         let workflow_253 = format!("{}/{}", "n".repeat(63), "w".repeat(253));
         let workflows = ["argo/play-7", workflow_253.as_str()];
@@ -601,6 +703,7 @@ mod tests {
         let mut seen = 0;
         for policy in [&abc(), &long, &Policy::default_policy()] {
             let known: Vec<Option<&str>> = policy
+                .only()
                 .graph
                 .stages()
                 .iter()
@@ -616,7 +719,11 @@ mod tests {
                     for &to in &values {
                         for &user in &users {
                             let w = facts(workflow, from, to, user);
-                            let say = Say { policy, w: &w };
+                            let say = Say {
+                                policy,
+                                graph: &policy.only().graph,
+                                w: &w,
+                            };
                             let mut warnings = vec![say.forced().1];
                             for reason in
                                 Reason::ALL.into_iter().filter(|r| r.is_stage_rule_denial())
@@ -650,14 +757,19 @@ mod tests {
     #[test]
     fn long_names_are_shortened_in_their_middle_and_what_is_allowed_next_survives() {
         let p = long_policy();
-        let st = |i: usize| p.graph.stages()[i].clone();
+        let st = |i: usize| p.only().graph.stages()[i].clone();
         let workflow = format!("{}/{}", "n".repeat(63), "w".repeat(253));
         // b -> d skips c; none -> c skips a and b.
         let (b, c, d) = (st(1), st(2), st(3));
         let skip_one = facts(&workflow, Some(&b), Some(&d), "bob");
         let skip_two = facts(&workflow, None, Some(&c), "bob");
         for (w, next) in [(&skip_one, st(2)), (&skip_two, st(0))] {
-            let (_, warning) = Say { policy: &p, w }.warned(Reason::Skip);
+            let (_, warning) = Say {
+                policy: &p,
+                graph: &p.only().graph,
+                w,
+            }
+            .warned(Reason::Skip);
             assert!(warning.chars().count() <= WARNING_MAX_CHARS, "{warning}");
             assert!(warning.starts_with("warn: nnnnn"), "{warning}");
             assert!(warning.contains('…'), "{warning}");
@@ -672,7 +784,12 @@ mod tests {
         // Several stages allowed next: the first one is shown and the others counted.
         let a = st(0);
         let w = facts(&workflow, Some(&a), None, "bob");
-        let (_, warning) = Say { policy: &p, w: &w }.warned(Reason::LabelRemoved);
+        let (_, warning) = Say {
+            policy: &p,
+            graph: &p.only().graph,
+            w: &w,
+        }
+        .warned(Reason::LabelRemoved);
         assert!(warning.ends_with("and 2 more"), "{warning}");
         assert!(warning.chars().count() <= WARNING_MAX_CHARS, "{warning}");
     }

@@ -947,3 +947,36 @@ fn bad_values_fail_with_a_message_naming_the_value() {
         assert!(!err.contains("panic"), "{err}");
     }
 }
+
+/// A configuration with pipelines renders into a ConfigMap the server accepts, with and without the
+/// default pipeline, and the webhooks' selection still follows the (one) stage label.
+#[test]
+fn pipeline_configurations_render_and_check() {
+    let with_default = r#"{"config": {"pipelines": [
+        {"name": "qa-loop", "match": {"labels": {"workflows.argoproj.io/workflow-template": "qa"}},
+         "stages": ["implementing", "reviewing", "testing"],
+         "transitions": {"implementing": ["reviewing"], "reviewing": ["testing", "implementing"]},
+         "mode": "warn"},
+        {"name": "docs", "match": {"namespaces": ["docs"]}, "stages": ["draft", "published"]}]}}"#;
+    let without_default = r#"{"config": {"stages": null, "pipelines": [
+        {"name": "docs", "match": {"namespaces": ["docs"]}, "stages": ["draft", "published"]}]}}"#;
+    for (what, values) in [("with", with_default), ("without", without_default)] {
+        let file = ValuesFile::new(values);
+        let docs = template(&["-f", &file.path()]);
+        let shipped = configmap_config(&docs);
+        config_check(&shipped);
+        let config = normalized(&shipped);
+        assert_eq!(
+            config["pipelines"].as_array().map(Vec::len),
+            Some(if what == "with" { 2 } else { 1 }),
+            "{what} a default: {shipped}"
+        );
+        assert_eq!(config["stages"].is_null(), what == "without", "{shipped}");
+        check_selection_follows(&docs, &stage_keys(&config), &renamed_keys());
+    }
+}
+
+fn renamed_keys() -> StageKeys {
+    let renamed: Value = serde_json::from_str(RENAMED_CONFIG).unwrap();
+    stage_keys(&renamed["config"])
+}

@@ -239,6 +239,10 @@ fn configmap_config(docs: &[Value]) -> String {
 /// without an edge list.
 fn normalized(config_yaml: &str) -> Value {
     let mut config: Value = serde_saphyr::from_str(config_yaml).unwrap();
+    if !config["stages"].is_array() {
+        // Pipelines only: no top-level graph to fill in.
+        return config;
+    }
     let stages = strings(&config["stages"]);
     let object = config.as_object_mut().unwrap();
     object
@@ -1006,6 +1010,42 @@ fn selection_of_the_base_follows_its_configuration() {
         // The optional-field syntax is not accepted everywhere the manifests must work.
         assert!(!text.contains("?."), "{kind}: avoid CEL optional syntax");
     }
+}
+
+/// A base whose config.yaml holds pipelines (the shipped example) still selects by the one stage label
+/// and annotations, and the ConfigMap it renders passes `stage-guard config check`.
+#[test]
+fn selection_follows_a_pipeline_configuration_too() {
+    let copy = deploy_copy();
+    let example = fs::read_to_string(deploy_dir().join("examples/pipelines/config.yaml")).unwrap();
+    fs::write(copy.path().join("deploy/base/config.yaml"), &example).unwrap();
+    let docs = kustomize(&copy.path().join("deploy/base"));
+    let shipped = configmap_config(&docs);
+    assert!(shipped.contains("pipelines:"), "{shipped}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    fs::write(&file, &shipped).unwrap();
+    let check = Command::new(stage_guard_bin())
+        .args(["config", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // The effective configuration (every key, defaults filled in) names the keys.
+    let effective = String::from_utf8(check.stdout).unwrap();
+    check_selection_follows(
+        &docs,
+        &stage_keys(&normalized(&effective)),
+        &StageKeys {
+            label: "example.com/phase".into(),
+            history: "example.com/phase-log".into(),
+            override_reason: "example.com/force-because".into(),
+        },
+    );
 }
 
 /// The check above catches the mistake it exists for: `config.yaml` renaming the stage label (or an

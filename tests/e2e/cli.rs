@@ -993,3 +993,144 @@ fn review_judges_the_stored_and_the_incoming_workflow() {
         stderr(&o)
     );
 }
+
+const TWO_PIPELINES: &str = "stages: [a, b, c]\npipelines:\n  - name: qa\n    match: {labels: {tmpl: qa}}\n    stages: [dev, test, done]\n    transitions: {dev: [test], test: [done, dev]}\n    mode: warn\n";
+
+#[test]
+fn graph_draws_every_pipeline_or_the_one_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(&dir, TWO_PIPELINES);
+    let o = run(&["graph", "--config", &config]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("pipeline qa (mode warn)\n  entry: dev\n"),
+        "{text}"
+    );
+    assert!(text.contains("  test -> dev   (loop)\n"), "{text}");
+    assert!(text.contains("pipeline default (mode enforce)"), "{text}");
+
+    let o = run(&[
+        "graph",
+        "--config",
+        &config,
+        "--pipeline",
+        "qa",
+        "--format",
+        "mermaid",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let m = stdout(&o);
+    assert!(
+        m.starts_with("flowchart LR\n  subgraph p0[\"qa (warn)\"]"),
+        "{m}"
+    );
+    assert!(!m.contains("default"), "{m}");
+
+    let o = run(&["graph", "--config", &config, "--format", "dot"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).starts_with("digraph stages {"));
+
+    let o = run(&["graph", "--config", &config, "--pipeline", "docs"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o).trim(),
+        "stage-guard: no pipeline \"docs\" (the configuration has: qa, default)"
+    );
+    let o = run(&["graph", "--format", "svg"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn config_check_summarises_pipelines_and_prints_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        &dir,
+        &format!(
+            "{TWO_PIPELINES}  - name: docs\n    match: {{namespaces: [docs]}}\n    stages: [draft, orphan]\n    transitions: {{}}\n"
+        ),
+    );
+    let o = run(&["config", "check", &config]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.lines().next().unwrap().contains(
+            "ok (3 pipelines; qa: 3 stages, 3 edges, entry: dev, mode: warn; docs: 2 stages, 0 edges, entry: draft, mode: enforce; default:"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("# warning: pipelines[1] (\"docs\"): stage \"orphan\" cannot be reached"),
+        "{out}"
+    );
+    assert!(stderr(&o).contains("warning: "), "{}", stderr(&o));
+    // The output is itself a configuration that checks to the same thing.
+    let again = config_file(&dir, &out);
+    let o2 = run(&["config", "check", &again]);
+    assert_eq!(o2.status.code(), Some(0), "{}", stderr(&o2));
+}
+
+/// The suites shipped beside the manifests pass against the configurations they name.
+#[test]
+fn the_shipped_test_suites_pass() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/tests");
+    let o = run(&["test", dir]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    let summary = out.lines().last().unwrap();
+    assert!(
+        summary.ends_with("in 2 files: 24 passed, 0 failed"),
+        "{summary}"
+    );
+    assert_eq!(out.lines().filter(|l| l.starts_with("PASS  ")).count(), 24);
+}
+
+#[test]
+fn test_reports_each_case_and_exits_1_on_a_failure_and_2_on_a_malformed_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(&dir, TWO_PIPELINES);
+    let suite = dir.path().join("cases.yaml");
+    std::fs::write(
+        &suite,
+        "cases:\n  - {name: qa loop, labels: {tmpl: qa}, from: test, to: dev, expect: allowed, reason: advance}\n  \
+         - {name: wrong on purpose, from: a, to: c, expect: allowed}\n",
+    )
+    .unwrap();
+    let o = run(&["test", "--config", &config, &suite.display().to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("PASS  "), "{out}");
+    assert!(
+        out.contains(
+            ": wrong on purpose: expected allowed, got denied (skip): stage change \"a\" -> \"c\""
+        ),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("2 cases in 1 file: 1 passed, 1 failed\n"),
+        "{out}"
+    );
+
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        "cases:\n  - {name: x, to: a, expect: allowed, colour: red}\n",
+    )
+    .unwrap();
+    let o = run(&["test", &broken.display().to_string()]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.starts_with("stage-guard: ") && e.contains("broken.yaml:2:"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+
+    let o = run(&["test", "/nonexistent/suite.yaml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no such file or folder"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -28,6 +28,7 @@ mod rotation;
 mod stage_moves;
 mod tls;
 mod unjudged;
+mod vap;
 mod write_stream;
 
 use harness::Suite;
@@ -60,6 +61,7 @@ fn main() {
         ("imitation", imitation::SCENARIOS),
         ("helm", helm::SCENARIOS),
         ("install", install::SCENARIOS),
+        ("vap", vap::SCENARIOS),
     ];
     let mut trials = Vec::new();
     for (group, scenarios) in groups {
