@@ -7,6 +7,7 @@
 //!
 //! The server, `stage-guard review` and `stage-guard check` reach the rules through these two only.
 
+pub mod audit;
 mod facts;
 mod fit;
 mod graph;
