@@ -28,6 +28,9 @@ const TEMPLATE: &str = "workflows.argoproj.io/workflow-template";
 const BOGUS: &str = "bogus";
 const OVERRIDE: &str = "stage-guard.io/override-reason";
 
+/// A pipeline of the example, the namespace its Workflows are in, and their other labels.
+type Group = (&'static str, String, Vec<(String, String)>);
+
 /// The generated policies, applied; deleted again when dropped (they are cluster-wide).
 struct Applied<'c>(&'c ControlPlane);
 
@@ -101,26 +104,10 @@ fn through_the_api_server(out: &stage_guard_testenv::CliOutput) -> Result<&'stat
 /// What the webhooks answer to the same write (the server's own code, offline).
 fn webhook_verdict(
     policy: &Policy,
-    namespace: &str,
-    labels: &[(String, String)],
-    new_labels: Option<&[(String, String)]>,
-    from: Option<&str>,
-    to: Option<&str>,
+    change: &Change<'_>,
     requester: &Requester,
-    reason: Option<&str>,
 ) -> Result<&'static str> {
-    let (old, new) = pipeline::change_objects(
-        policy,
-        &Change {
-            name: "w",
-            namespace: Some(namespace),
-            labels,
-            new_labels,
-            from,
-            to,
-            override_reason: reason,
-        },
-    );
+    let (old, new) = pipeline::change_objects(policy, change);
     let review = pipeline::review_of(Operation::Update, requester, Some(&old), &new);
     let answer = pipeline::run(policy, &review, SystemTime::now())?;
     Ok(match answer.validate.record.decision {
@@ -179,7 +166,7 @@ fn the_policies_agree_with_the_webhook_on_every_combination(suite: &Suite) -> Re
 
     // (pipeline, namespace, the Workflow's other labels)
     let template = vec![(TEMPLATE.to_string(), "play-workflow-template".to_string())];
-    let groups: Vec<(&str, String, Vec<(String, String)>)> = vec![
+    let groups: Vec<Group> = vec![
         ("qa-loop", qa_ns.clone(), template.clone()),
         ("docs", docs_ns.clone(), vec![]),
         ("default", qa_ns.clone(), vec![]),
@@ -243,16 +230,16 @@ fn the_policies_agree_with_the_webhook_on_every_combination(suite: &Suite) -> Re
                     if from.is_none() && to.is_none() {
                         continue; // never sent: no stage on either side
                     }
-                    let want = webhook_verdict(
-                        &policy,
-                        ns,
+                    let change = Change {
+                        name: "w",
+                        namespace: Some(ns),
                         labels,
-                        new_labels.as_deref(),
-                        from.as_deref(),
-                        to.as_deref(),
-                        requester,
-                        reason,
-                    )?;
+                        new_labels: new_labels.as_deref(),
+                        from: from.as_deref(),
+                        to: to.as_deref(),
+                        override_reason: reason,
+                    };
+                    let want = webhook_verdict(&policy, &change, requester)?;
                     // The same write through the API server: a JSON merge patch of the stage label,
                     // the template label and the override reason, as a dry run.
                     let mut metadata = json!({"labels": {STAGE_LABEL: to}});
