@@ -276,10 +276,10 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_680_000 + secs)
     }
 
-    fn wf(
-        stage: Option<&str>,
-        entries: &[(Option<&str>, Option<&str>, u64, Option<&str>)],
-    ) -> Stored {
+    /// (from, to, seconds after the start, override reason)
+    type Change<'a> = (Option<&'a str>, Option<&'a str>, u64, Option<&'a str>);
+
+    fn wf(stage: Option<&str>, entries: &[Change<'_>]) -> Stored {
         let mut labels = BTreeMap::new();
         if let Some(s) = stage {
             labels.insert("current-stage".to_owned(), s.to_owned());
