@@ -16,7 +16,7 @@ use serde_saphyr::{Location, Spanned};
 
 use crate::core::{
     DEFAULT_PIPELINE, HistoryConfig, Mode, OverrideConfig, Pipeline, Policy, Resubmit, Selector,
-    StageGraph,
+    StageGraph, StuckAfter,
 };
 use crate::suggest;
 
@@ -113,7 +113,16 @@ struct RawConfig {
     #[serde(default, rename = "override")]
     override_: RawOverride,
     resubmit: Option<Resubmit>,
+    stuck_after: Option<RawStuck>,
     pipelines: Option<Vec<RawPipeline>>,
+}
+
+/// `stuck_after`: a duration for every stage, or stage -> duration (`'*'` for the rest).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawStuck {
+    All(String),
+    PerStage(BTreeMap<String, String>),
 }
 
 /// The transitions as the file writes them: stage -> stages it may move to.
@@ -130,6 +139,7 @@ struct RawPipeline {
     entry: Option<Vec<Name>>,
     transitions: Option<RawTransitions>,
     mode: Option<Mode>,
+    stuck_after: Option<RawStuck>,
 }
 
 /// A pipeline's `match`: labels that must all be on the object, and the namespaces it may be in.
@@ -262,17 +272,23 @@ impl RawConfig {
         }
         check_pipelines(&pipelines)?;
         match self.stages {
-            Some(stages) => pipelines.push(Pipeline {
-                name: DEFAULT_PIPELINE.to_owned(),
-                selector: Selector::everything(),
-                graph: graph("", stages, self.entry, self.transitions)?,
-                mode,
-            }),
+            Some(stages) => {
+                let graph = graph("", stages, self.entry, self.transitions)?;
+                let stuck_after = stuck_after("stuck_after", self.stuck_after, &graph)?;
+                pipelines.push(Pipeline {
+                    name: DEFAULT_PIPELINE.to_owned(),
+                    selector: Selector::everything(),
+                    graph,
+                    mode,
+                    stuck_after,
+                });
+            }
             // `pipelines:` without top-level stages: objects no pipeline matches are not judged.
             None => {
                 for (key, given) in [
                     ("entry", self.entry.is_some()),
                     ("transitions", self.transitions.is_some()),
+                    ("stuck_after", self.stuck_after.is_some()),
                 ] {
                     if given {
                         return Err(Problem::new(
@@ -478,6 +494,49 @@ fn graph(
     Ok(StageGraph::new(stages, &entry, &transitions))
 }
 
+/// `stuck_after` of one pipeline: durations like `24h`, `90m`, `2d 4h`; stages it names must be its own.
+fn stuck_after(
+    key: &str,
+    raw: Option<RawStuck>,
+    graph: &StageGraph,
+) -> Result<StuckAfter, Problem> {
+    let duration = |key: &str, text: &str| -> Result<std::time::Duration, Problem> {
+        match humantime::parse_duration(text) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            Ok(_) => Err(Problem::new(key, "must be longer than zero")),
+            Err(e) => Err(Problem::new(
+                key,
+                format!("{text:?} is not a duration ({e}); write e.g. 24h, 90m, 2d"),
+            )),
+        }
+    };
+    let mut out = StuckAfter::default();
+    match raw {
+        None => {}
+        Some(RawStuck::All(text)) => out.all = Some(duration(key, &text)?),
+        Some(RawStuck::PerStage(map)) => {
+            for (stage, text) in map {
+                let entry_key = format!("{key}.{stage}");
+                let d = duration(&entry_key, &text)?;
+                if stage == "*" {
+                    out.all = Some(d);
+                } else if graph.is_known(&stage) {
+                    out.stages.push((stage, d));
+                } else {
+                    let names = graph.stages().iter().map(String::as_str);
+                    let hint = suggest::closest(&stage, names)
+                        .map_or(String::new(), |near| format!("; did you mean {near:?}?"));
+                    return Err(Problem::new(
+                        entry_key,
+                        format!("unknown stage {stage:?}{hint} ('*' stands for every other stage)"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A namespace name: a DNS label.
 fn is_valid_namespace(n: &str) -> bool {
     let b = n.as_bytes();
@@ -573,8 +632,10 @@ impl RawPipeline {
                 "missing: every pipeline lists its own stages",
             ));
         };
+        let graph = graph(&prefix, stages, self.entry, self.transitions)?;
         Ok(Pipeline {
-            graph: graph(&prefix, stages, self.entry, self.transitions)?,
+            stuck_after: stuck_after(&format!("{prefix}stuck_after"), self.stuck_after, &graph)?,
+            graph,
             name,
             selector: Selector { labels, namespaces },
             mode: self.mode.unwrap_or(mode),
@@ -673,6 +734,7 @@ impl RawConfig {
                 self.transitions.or(default.transitions)
             },
             pipelines: self.pipelines,
+            stuck_after: self.stuck_after,
             mode: self.mode.or(default.mode),
             history: RawHistory {
                 annotation: self.history.annotation.or(default.history.annotation),
@@ -790,7 +852,7 @@ mod tests {
             ("override:\n  user: [a]\n",
              r#"config.yaml:2:3: unknown key "override.user"; did you mean "override.users"?"#),
             ("colour: blue\n",
-             r#"config.yaml:1:1: unknown key "colour" (expected one of: label, stages, entry, transitions, mode, history, override, resubmit, pipelines)"#),
+             r#"config.yaml:1:1: unknown key "colour" (expected one of: label, stages, entry, transitions, mode, history, override, resubmit, stuck_after, pipelines)"#),
             ("mode: enforse\n",
              r#"config.yaml:1:7: mode: unknown value "enforse"; did you mean "enforce"? (enforce or warn)"#),
             ("resubmit: maybe\n",
@@ -1100,5 +1162,46 @@ pipelines:
                 "stages: stage \"c\" cannot be reached from an entry stage (only a forced change gets there)",
             ]
         );
+    }
+
+    #[test]
+    fn stuck_after_is_a_duration_for_every_stage_or_one_per_stage() {
+        let p = Policy::from_yaml(
+            "stages: [a, b, c]\nstuck_after: 24h\npipelines:\n  - name: qa\n    match: {labels: {t: q}}\n    stages: [x, y, z]\n    stuck_after: {x: 30m, '*': 2h}\n",
+        )
+        .unwrap();
+        let hours = |h: u64| Some(std::time::Duration::from_secs(h * 3600));
+        let default = p.default_pipeline().unwrap();
+        assert_eq!(default.stuck_after("a"), hours(24));
+        // A final stage is done, never stuck; an unknown one has no limit.
+        assert_eq!(default.stuck_after("c"), None);
+        assert_eq!(default.stuck_after("nope"), None);
+        let qa = p.pipeline("qa").unwrap();
+        assert_eq!(
+            qa.stuck_after("x"),
+            Some(std::time::Duration::from_secs(1800))
+        );
+        assert_eq!(qa.stuck_after("y"), hours(2));
+        for (yaml, want) in [
+            (
+                "stages: [a, b]\nstuck_after: soon\n",
+                "stuck_after: \"soon\" is not a duration",
+            ),
+            (
+                "stages: [a, b]\nstuck_after: 0s\n",
+                "stuck_after: must be longer than zero",
+            ),
+            (
+                "stages: [a, b]\nstuck_after: {c: 1h}\n",
+                "stuck_after.c: unknown stage \"c\"",
+            ),
+            (
+                "pipelines:\n  - name: qa\n    match: {labels: {t: q}}\n    stages: [x]\nstuck_after: 1h\n",
+                "stuck_after: needs top-level stages",
+            ),
+        ] {
+            let e = err(yaml);
+            assert!(e.contains(want), "{yaml}: {e}");
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::core::{DEFAULT_PIPELINE, Pipeline, Policy, StageGraph};
+use crate::core::{DEFAULT_PIPELINE, Pipeline, Policy, StageGraph, StuckAfter};
 
 /// The policy as a complete configuration file.
 pub fn effective_yaml(policy: &Policy) -> String {
@@ -14,6 +14,7 @@ pub fn effective_yaml(policy: &Policy) -> String {
     if let Some(default) = policy.default_pipeline() {
         graph(&mut y, "", &default.graph);
         let _ = writeln!(y, "mode: {}", default.mode.as_str());
+        stuck_after(&mut y, "", &default.stuck_after);
     }
     y.push_str("history:\n");
     let _ = writeln!(y, "  annotation: {}", scalar(&policy.history.annotation));
@@ -45,9 +46,29 @@ pub fn effective_yaml(policy: &Policy) -> String {
             }
             graph(&mut y, "    ", &p.graph);
             let _ = writeln!(y, "    mode: {}", p.mode.as_str());
+            stuck_after(&mut y, "    ", &p.stuck_after);
         }
     }
     y
+}
+
+/// `stuck_after`, when set: the map form, which says everything.
+fn stuck_after(y: &mut String, indent: &str, s: &StuckAfter) {
+    if s.all.is_none() && s.stages.is_empty() {
+        return;
+    }
+    let _ = writeln!(y, "{indent}stuck_after:");
+    for (stage, d) in &s.stages {
+        let _ = writeln!(
+            y,
+            "{indent}  {}: {}",
+            scalar(stage),
+            humantime::format_duration(*d)
+        );
+    }
+    if let Some(d) = s.all {
+        let _ = writeln!(y, "{indent}  '*': {}", humantime::format_duration(d));
+    }
 }
 
 /// `stages`, `entry` and `transitions` of one graph, indented by `indent`.
@@ -137,7 +158,7 @@ mod tests {
              override:\n  users: ['a: b', '#x', 'ünï', 'q\"uote', ' lead', 'system:serviceaccount:argo:bot']\n  groups: []\n",
             "stages: [only]\n",
             "pipelines:\n  - name: qa\n    match:\n      labels: {tmpl: qa, 'example.com/team': '7'}\n      namespaces: [argo, ci]\n    stages: [a, b]\n    mode: warn\n  - name: docs\n    match: {namespaces: [docs]}\n    stages: [draft, published]\n",
-            "stages: [x, y]\npipelines:\n  - name: p1\n    match: {labels: {k: v}}\n    stages: [s1, s2, s3]\n    transitions: {s1: [s2, s3], s3: [s1]}\n",
+            "stages: [x, y]\nstuck_after: 1day 2h\npipelines:\n  - name: p1\n    match: {labels: {k: v}}\n    stages: [s1, s2, s3]\n    transitions: {s1: [s2, s3], s3: [s1]}\n    stuck_after: {s1: 30m, '*': 4h}\n",
         ] {
             let first = Policy::from_yaml(yaml).unwrap();
             let printed = effective_yaml(&first);
@@ -153,6 +174,7 @@ mod tests {
                             q.graph.stages().to_vec(),
                             q.graph.entry_stages().join(","),
                             q.mode,
+                            q.stuck_after.clone(),
                         )
                     })
                     .collect::<Vec<_>>()

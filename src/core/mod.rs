@@ -7,6 +7,7 @@
 //!
 //! The server, `stage-guard review` and `stage-guard check` reach the rules through these two only.
 
+pub mod audit;
 mod facts;
 mod fit;
 mod graph;
@@ -23,7 +24,7 @@ use std::time::SystemTime;
 pub use facts::{Facts, Operation, RESUBMITTED_FROM_LABEL};
 pub use graph::{StageChange, StageGraph};
 pub use history::{Entry, HistoryWrite};
-pub use pipeline::{DEFAULT_PIPELINE, Pipeline, Selector};
+pub use pipeline::{DEFAULT_PIPELINE, Pipeline, Selector, StuckAfter};
 pub use plan::{HistoryEdit, Plan};
 pub use policy::{HistoryConfig, Mode, OverrideConfig, Policy, Resubmit};
 pub use reason::Reason;

@@ -3,6 +3,8 @@
 //! The first pipeline whose selector matches decides; the top-level graph of the configuration, when
 //! it has one, is the pipeline named `default` for objects that match none.
 
+use std::time::Duration;
+
 use super::graph::StageGraph;
 use super::policy::Mode;
 
@@ -45,6 +47,16 @@ impl Selector {
     }
 }
 
+/// `stuck_after`: how long a Workflow may wait at a stage before it counts as stuck (for `stage-guard
+/// audit` and the monitor; admission never uses it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StuckAfter {
+    /// Every stage without a value of its own (`stuck_after: 24h`, or `'*': 24h` in the map form).
+    pub all: Option<Duration>,
+    /// Stage by stage.
+    pub stages: Vec<(String, Duration)>,
+}
+
 /// One pipeline: the graph and mode that judge the objects its selector takes.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -52,9 +64,23 @@ pub struct Pipeline {
     pub selector: Selector,
     pub graph: StageGraph,
     pub mode: Mode,
+    pub stuck_after: StuckAfter,
 }
 
 impl Pipeline {
+    /// How long a Workflow may stay at `stage`; `None`: no limit, or a final stage (it is done).
+    pub fn stuck_after(&self, stage: &str) -> Option<Duration> {
+        if !self.graph.is_known(stage) || self.graph.next_stages(Some(stage)).is_empty() {
+            return None;
+        }
+        self.stuck_after
+            .stages
+            .iter()
+            .find(|(s, _)| s == stage)
+            .map(|(_, d)| *d)
+            .or(self.stuck_after.all)
+    }
+
     /// The stages no path from an entry stage reaches (worth a warning: only an override gets there).
     pub fn unreachable_stages(&self) -> Vec<&str> {
         let g = &self.graph;
@@ -130,6 +156,7 @@ mod tests {
             selector: Selector::everything(),
             graph,
             mode: Mode::Enforce,
+            stuck_after: StuckAfter::default(),
         };
         assert_eq!(p.unreachable_stages(), ["c", "d"]);
     }
