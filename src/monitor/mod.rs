@@ -17,14 +17,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch as signal};
 
 use crate::cluster::client::{ConnectError, Connection};
-use crate::cluster::workflows::stored_from_meta;
 use crate::core::Policy;
 use crate::core::census::Census;
 use crate::server::http::{Admin, admin_router};
 use crate::server::listen::{ListenAddr, ListenError};
 use metrics::MonitorMetrics;
 pub use sync::{QUIET_AFTER_ERROR, SyncHealth};
-use watch::Workflow;
+use watch::Watched;
 
 /// At most one recompute per this long, however many Workflows change.
 const MIN_RECOMPUTE_GAP: Duration = Duration::from_secs(1);
@@ -184,7 +183,7 @@ impl Monitor {
 /// in; the first recompute makes the monitor ready.
 async fn recompute_loop(
     shared: Arc<Shared>,
-    reader: Store<Workflow>,
+    reader: Store<Watched>,
     interval: Duration,
     mut stop: signal::Receiver<bool>,
 ) {
@@ -200,8 +199,14 @@ async fn recompute_loop(
             continue;
         }
         let now = SystemTime::now();
+        let started = Instant::now();
         let census = census_of(&shared.policy, &reader, now);
         shared.metrics.publish(&census);
+        tracing::debug!(
+            workflows = reader.len(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "recomputed"
+        );
         if shared.health().in_sync(Instant::now()) {
             shared.metrics.synced(now);
         }
@@ -215,11 +220,8 @@ async fn recompute_loop(
     }
 }
 
-/// The census of the store's Workflows, one at a time (no copy of the whole store).
-fn census_of(policy: &Policy, reader: &Store<Workflow>, now: SystemTime) -> Census {
-    let mut census = Census::empty(policy);
-    for w in reader.state() {
-        census.add(policy, &stored_from_meta(policy, &w.metadata), now);
-    }
-    census
+/// The census of the store's Workflows.
+fn census_of(policy: &Policy, reader: &Store<Watched>, now: SystemTime) -> Census {
+    let workflows = reader.state();
+    Census::of(policy, workflows.iter().map(|w| &w.0), now)
 }

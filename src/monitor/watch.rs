@@ -1,9 +1,10 @@
-//! The Workflows' metadata, kept current by a watch: kube's watcher (list, then watch, relist when
-//! the API server has forgotten the resource version, with backoff on errors) feeding a reflector's
-//! store. Only metadata is requested (the monitor reads labels, the history annotation and the
-//! creation time), and each object is stripped further before it is stored, so the store of 10,000
-//! Workflows stays a few MiB.
+//! The Workflows, kept current by a watch: kube's watcher (list, then watch, relist when the API
+//! server has forgotten the resource version, with backoff on errors) feeding a reflector's store.
+//! Only metadata is requested (the monitor reads labels, the history annotation and the creation
+//! time), and the store keeps of each Workflow only what the census reads (a [`Stored`] with the
+//! labels pipelines select by), so 10,000 Workflows stay a few MiB.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::pin::pin;
 use std::sync::Arc;
@@ -11,25 +12,68 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures::StreamExt;
-use kube::api::{ApiResource, DynamicObject, ObjectMeta, PartialObjectMeta};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::api::{DynamicObject, PartialObjectMeta};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, Lookup, ObjectRef, Store, store::Writer};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::{WatchStreamExt, reflector::store::Writer};
 use kube::{Api, Client};
 
 use super::{Scope, Shared};
 use crate::cluster::workflows;
 use crate::core::Policy;
+use crate::core::audit::Stored;
 
-/// A Workflow as the monitor stores it: metadata only.
-pub type Workflow = PartialObjectMeta<DynamicObject>;
+/// A Workflow as the watch delivers it: metadata only.
+type Meta = PartialObjectMeta<DynamicObject>;
 
-/// What a stored Workflow keeps: the stage label, the labels pipelines select by, and the history
-/// annotation; every other label and annotation, managed fields, owners and finalizers go.
+/// A Workflow as the store keeps it: what the census reads, nothing else.
+#[derive(Debug, Clone)]
+pub struct Watched(pub Stored);
+
+/// The store's key is namespace and name; the resource is always Argo's Workflow, so the key needs
+/// no type information of its own (a dynamic resource's would be five strings per Workflow).
+impl Lookup for Watched {
+    type DynamicType = ();
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "Workflow".into()
+    }
+
+    fn group(_: &()) -> Cow<'_, str> {
+        "argoproj.io".into()
+    }
+
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1alpha1".into()
+    }
+
+    fn plural(_: &()) -> Cow<'_, str> {
+        "workflows".into()
+    }
+
+    fn name(&self) -> Option<Cow<'_, str>> {
+        Some(Cow::Borrowed(&self.0.name))
+    }
+
+    fn namespace(&self) -> Option<Cow<'_, str>> {
+        Some(Cow::Borrowed(&self.0.namespace))
+    }
+
+    fn resource_version(&self) -> Option<Cow<'_, str>> {
+        None
+    }
+
+    fn uid(&self) -> Option<Cow<'_, str>> {
+        None
+    }
+}
+
+/// What a stored Workflow keeps: the stage label, the labels pipelines select by, the history
+/// annotation and the creation time.
 #[derive(Debug, Clone)]
 pub struct Lean {
+    policy: Policy,
     labels: BTreeSet<String>,
-    history: String,
 }
 
 impl Lean {
@@ -39,50 +83,37 @@ impl Lean {
             labels.extend(pipeline.selector.labels.iter().map(|(key, _)| key.clone()));
         }
         Lean {
+            policy: policy.clone(),
             labels,
-            history: policy.history.annotation.clone(),
         }
     }
 
-    pub fn strip(&self, w: &mut Workflow) {
-        let meta = std::mem::take(&mut w.metadata);
-        let labels = meta
-            .labels
-            .map(|all| {
-                all.into_iter()
-                    .filter(|(key, _)| self.labels.contains(key))
-                    .collect::<std::collections::BTreeMap<_, _>>()
-            })
-            .filter(|kept| !kept.is_empty());
-        let annotations = meta
-            .annotations
-            .and_then(|mut all| all.remove(&self.history))
-            .map(|history| std::collections::BTreeMap::from([(self.history.clone(), history)]));
-        w.types = None;
-        w.metadata = ObjectMeta {
-            name: meta.name,
-            namespace: meta.namespace,
-            uid: meta.uid,
-            resource_version: meta.resource_version,
-            creation_timestamp: meta.creation_timestamp,
-            labels,
-            annotations,
-            ..ObjectMeta::default()
-        };
+    pub fn watched(&self, w: &Meta) -> Watched {
+        let mut stored = workflows::stored_from_meta(&self.policy, &w.metadata);
+        stored.labels.retain(|key, _| self.labels.contains(key));
+        Watched(stored)
+    }
+
+    /// The event with each Workflow made lean.
+    fn event(&self, event: Event<Meta>) -> Event<Watched> {
+        match event {
+            Event::Apply(w) => Event::Apply(self.watched(&w)),
+            Event::Delete(w) => Event::Delete(self.watched(&w)),
+            Event::Init => Event::Init,
+            Event::InitApply(w) => Event::InitApply(self.watched(&w)),
+            Event::InitDone => Event::InitDone,
+        }
     }
 }
 
 /// Whether storing `new` over `old` changes what the census reads: a new Workflow, or other (kept)
 /// labels or history. The Argo controller's status writes change neither, so they wait for the timer.
-pub fn changes_census(old: Option<&Workflow>, new: &Workflow) -> bool {
-    old.is_none_or(|old| {
-        old.metadata.labels != new.metadata.labels
-            || old.metadata.annotations != new.metadata.annotations
-    })
+pub fn changes_census(old: Option<&Watched>, new: &Watched) -> bool {
+    old.is_none_or(|old| old.0.labels != new.0.labels || old.0.history != new.0.history)
 }
 
 /// The Workflows of the scope, metadata only.
-pub fn api(client: Client, scope: &Scope) -> Api<Workflow> {
+pub fn api(client: Client, scope: &Scope) -> Api<Meta> {
     let resource = workflows::resource();
     match scope {
         Scope::All => Api::all_with(client, &resource),
@@ -91,30 +122,28 @@ pub fn api(client: Client, scope: &Scope) -> Api<Workflow> {
 }
 
 /// A store and its writer for [`watch`].
-pub fn store() -> (Store<Workflow>, Writer<Workflow>) {
-    let writer = Writer::new(workflows::resource());
+pub fn store() -> (Store<Watched>, Writer<Watched>) {
+    let writer = Writer::new(());
     (writer.as_reader(), writer)
 }
 
 /// Keeps the store current until the task is stopped, telling `shared` how the watch goes and when
 /// something the census reads has changed.
-pub async fn watch(api: Api<Workflow>, writer: Writer<Workflow>, shared: Arc<Shared>) {
+pub async fn watch(api: Api<Meta>, writer: Writer<Watched>, shared: Arc<Shared>) {
     let reader = writer.as_reader();
     let lean = Lean::new(&shared.policy);
-    let resource: ApiResource = workflows::resource();
-    // Set while an event passes on its way to the store (the store still holds the old object), read
-    // once the reflector has applied it.
+    // Set while an event passes on its way to the store (the store still holds the old Workflow),
+    // read once the reflector has applied it.
     let dirty = Arc::new(AtomicBool::new(false));
     let events = {
         let (reader, dirty) = (reader.clone(), dirty.clone());
         watcher::watcher(api, watcher::Config::default())
             .default_backoff()
-            .modify(move |w| lean.strip(w))
             .map(move |event| {
+                let event = event.map(|e| lean.event(e));
                 let changed = match &event {
                     Ok(Event::Apply(w)) => {
-                        let key = ObjectRef::from_obj_with(w, resource.clone());
-                        changes_census(reader.get(&key).as_deref(), w)
+                        changes_census(reader.get(&ObjectRef::from_obj(w)).as_deref(), w)
                     }
                     Ok(Event::Delete(_) | Event::InitDone) => true,
                     Ok(Event::Init | Event::InitApply(_)) | Err(_) => false,
@@ -156,9 +185,10 @@ pub async fn watch(api: Api<Workflow>, writer: Writer<Workflow>, shared: Arc<Sha
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::api::ObjectMeta;
     use std::collections::BTreeMap;
 
-    fn workflow(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Workflow {
+    fn meta(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Meta {
         let map = |pairs: &[(&str, &str)]| {
             Some(
                 pairs
@@ -167,7 +197,7 @@ mod tests {
                     .collect::<BTreeMap<_, _>>(),
             )
         };
-        Workflow {
+        Meta {
             types: None,
             metadata: ObjectMeta {
                 name: Some("w".into()),
@@ -177,20 +207,24 @@ mod tests {
                 labels: map(labels),
                 annotations: map(annotations),
                 finalizers: Some(vec!["f".into()]),
-                generate_name: Some("w-".into()),
                 ..ObjectMeta::default()
             },
             _phantom: std::marker::PhantomData,
         }
     }
 
-    #[test]
-    fn a_lean_workflow_keeps_what_the_rules_read_and_nothing_else() {
-        let policy = Policy::from_yaml(
-            "stages: [a, b]\npipelines:\n  - name: qa\n    match: {labels: {tmpl: qa}}\n    stages: [x]\n",
+    fn lean() -> Lean {
+        Lean::new(
+            &Policy::from_yaml(
+                "stages: [a, b]\npipelines:\n  - name: qa\n    match: {labels: {tmpl: qa}}\n    stages: [x]\n",
+            )
+            .unwrap(),
         )
-        .unwrap();
-        let mut w = workflow(
+    }
+
+    #[test]
+    fn a_watched_workflow_keeps_what_the_rules_read_and_nothing_else() {
+        let w = lean().watched(&meta(
             &[
                 ("current-stage", "a"),
                 ("tmpl", "qa"),
@@ -200,42 +234,40 @@ mod tests {
                 ("stage-guard.io/history", "[]"),
                 ("kubectl.kubernetes.io/last-applied-configuration", "{…}"),
             ],
-        );
-        Lean::new(&policy).strip(&mut w);
-        let m = &w.metadata;
+        ));
         assert_eq!(
-            m.labels.as_ref().unwrap().keys().collect::<Vec<_>>(),
+            w.0.labels.keys().collect::<Vec<_>>(),
             ["current-stage", "tmpl"]
         );
+        assert_eq!(w.0.history.as_deref(), Some("[]"));
+        assert_eq!((w.0.namespace.as_str(), w.0.name.as_str()), ("argo", "w"));
+        let key = ObjectRef::from_obj(&w);
         assert_eq!(
-            m.annotations.as_ref().unwrap().keys().collect::<Vec<_>>(),
-            ["stage-guard.io/history"]
+            (key.name.as_str(), key.namespace.as_deref()),
+            ("w", Some("argo"))
         );
-        assert_eq!(
-            (m.name.as_deref(), m.namespace.as_deref(), m.uid.as_deref()),
-            (Some("w"), Some("argo"), Some("u-1"))
-        );
-        assert_eq!(m.resource_version.as_deref(), Some("7"));
-        assert!(m.finalizers.is_none() && m.generate_name.is_none());
-        // Nothing kept: no empty maps either.
-        let mut bare = workflow(&[("other", "x")], &[("other", "y")]);
-        Lean::new(&policy).strip(&mut bare);
-        assert!(bare.metadata.labels.is_none() && bare.metadata.annotations.is_none());
     }
 
     #[test]
     fn only_a_new_workflow_or_changed_labels_or_history_change_the_census() {
-        let at_a = workflow(&[("current-stage", "a")], &[]);
-        let mut status_write = at_a.clone();
+        let lean = lean();
+        let at_a = lean.watched(&meta(&[("current-stage", "a")], &[]));
+        let mut status_write = meta(
+            &[
+                ("current-stage", "a"),
+                ("workflows.argoproj.io/phase", "Succeeded"),
+            ],
+            &[],
+        );
         status_write.metadata.resource_version = Some("8".into());
-        assert!(!changes_census(Some(&at_a), &status_write));
+        assert!(!changes_census(Some(&at_a), &lean.watched(&status_write)));
         assert!(changes_census(None, &at_a));
-        let at_b = workflow(&[("current-stage", "b")], &[]);
+        let at_b = lean.watched(&meta(&[("current-stage", "b")], &[]));
         assert!(changes_census(Some(&at_a), &at_b));
-        let stamped = workflow(
+        let stamped = lean.watched(&meta(
             &[("current-stage", "a")],
             &[("stage-guard.io/history", "[]")],
-        );
+        ));
         assert!(changes_census(Some(&at_a), &stamped));
     }
 }
