@@ -27,11 +27,14 @@ pub enum Command {
     /// Watch Workflows and export where they are as Prometheus gauges on the admin port: Workflows
     /// per pipeline and stage, the oldest one's time there, the stuck ones, the audit's findings
     #[command(after_help = "Examples:
-  stage-guard monitor --config deploy/base/config.yaml              # every namespace, kubectl's kubeconfig
-  stage-guard monitor --namespace argo --admin-listen 127.0.0.1:9090
-  curl -s localhost:8080/metrics | grep -E '^stage_guard_(workflows|stage_oldest|audit)'
+  # every namespace, with the kubeconfig kubectl would use
+  stage-guard monitor --config deploy/base/config.yaml
+  # one namespace, another context, the metrics on a local port
+  stage-guard monitor -n argo --context staging --admin-listen 127.0.0.1:9090
+  curl -s 127.0.0.1:9090/metrics | grep -E '^stage_guard_(workflows|stage_oldest|audit)'
 
-Needs list and watch on workflows.argoproj.io (deploy/monitor has the ClusterRole).")]
+Needs list and watch on workflows.argoproj.io, nothing else (deploy/monitor has the ClusterRole).
+Run one replica: two would export every count twice.")]
     Monitor(MonitorArgs),
     /// Print the cluster's verdict on one stage change, offline (both webhooks, as the API server calls
     /// them); exit 0 allowed, 1 denied, 2 usage or config error
