@@ -4,9 +4,9 @@
 //! Without the binding it is refused and stays unready; with it, it lists, watches and counts.
 //!
 //! Workflows are created and moved through stage-guard's webhooks (registered as everywhere in this
-//! suite), and the monitor's gauges are read after each step: Workflows per stage, the oldest one's
-//! time there, the stuck ones (`stuck_after: 1s` at one stage), the findings for planted
-//! inconsistent Workflows, and the last sync time. The webhook's own histogram of the time at a
+//! suite), and the monitor's gauges are read after each step: Workflows per pipeline and stage, the
+//! oldest one's time there, the stuck ones (`stuck_after: 1s` at one stage), the findings for
+//! planted inconsistent Workflows, and the last sync time. The webhook's own histogram of the time at a
 //! stage is read after each move.
 
 use crate::Scenario;
@@ -25,13 +25,19 @@ pub const SCENARIOS: &[Scenario] = &[Scenario {
     run: counts_stages_stuck_and_findings_as_the_shipped_service_account,
 }];
 
-/// The default stages; only `waiting-ready-for-qa` may get stuck, after a second.
+/// The default stages, of which only `waiting-ready-for-qa` may get stuck, after a second; and a
+/// second pipeline for the Workflows labelled `track: docs`, counted apart.
 const CONFIG: &str = "label: current-stage
 stages: [waiting-pr-created, waiting-ready-for-qa, waiting-pr-approved]
 stuck_after: {waiting-ready-for-qa: 1s}
+pipelines:
+  - name: docs
+    match: {labels: {track: docs}}
+    stages: [draft, published]
 override:
   groups: [system:masters]
 ";
+const DOCS: &str = "docs";
 const ACCOUNT_NS: &str = "stage-guard";
 const ACCOUNT: &str = "stage-guard-monitor";
 /// How long a change may take to show in the gauges: the watch event, then a recompute (at most one
@@ -131,6 +137,8 @@ fn with_rbac(t: &Install<'_>, rbac: &Rbac) -> Result<()> {
             (workflows(PR_CREATED), 0.0),
             (workflows(READY_FOR_QA), 0.0),
             (workflows(PR_APPROVED), 0.0),
+            (in_pipeline(DOCS, "stage_guard_workflows", "draft"), 0.0),
+            (in_pipeline(DOCS, "stage_guard_workflows", "unknown"), 0.0),
             (finding("unknown-stage"), 1.0),
             (finding("label-disagrees"), 2.0),
             (finding("history-not-a-path"), 1.0),
@@ -228,6 +236,41 @@ fn with_rbac(t: &Install<'_>, rbac: &Rbac) -> Result<()> {
         .ok()?;
     monitor.wait_for("w2 deleted", &[(workflows(PR_CREATED), 0.0)])?;
 
+    // A Workflow of the other pipeline is counted there, and its move observed there; the default
+    // pipeline's counts do not change.
+    let docs_created = Instant::now();
+    t.create_ok(
+        ARGO_WORKFLOW,
+        &workflow("d1", &[(STAGE_LABEL, "draft"), ("track", DOCS)], &[]),
+    )?;
+    monitor.wait_for(
+        "d1 in draft",
+        &[
+            (in_pipeline(DOCS, "stage_guard_workflows", "draft"), 1.0),
+            (in_pipeline(DOCS, "stage_guard_workflows", "published"), 0.0),
+            (workflows(PR_CREATED), 0.0),
+            (workflows(PR_APPROVED), 1.0),
+        ],
+    )?;
+    t.move_to(ARGO_WORKFLOW, "d1", "published")?.ok()?;
+    let docs_moved = Instant::now();
+    monitor.wait_for(
+        "d1 published",
+        &[
+            (in_pipeline(DOCS, "stage_guard_workflows", "draft"), 0.0),
+            (in_pipeline(DOCS, "stage_guard_workflows", "published"), 1.0),
+            (workflows(PR_APPROVED), 1.0),
+        ],
+    )?;
+    let (count, sum) = time_at(t, DOCS, "draft")?;
+    let longest = docs_moved.duration_since(docs_created).as_secs_f64() + 1.0;
+    ensure!(count == 1.0, "{count} observations leaving {DOCS}/draft");
+    ensure!(
+        (0.0..=longest).contains(&sum),
+        "{sum} s at {DOCS}/draft, at most {longest} s possible"
+    );
+    ensure!(time_at_stage(t, PR_CREATED)?.0 == 1.0);
+
     // The sync time moves on while the watch is healthy, with nothing changing.
     let before = monitor.value(LAST_SYNC)?;
     wait_until(SHOWS_WITHIN, "a later sync", || {
@@ -258,8 +301,12 @@ fn with_rbac(t: &Install<'_>, rbac: &Rbac) -> Result<()> {
 
 const LAST_SYNC: &str = "stage_guard_monitor_last_sync_timestamp_seconds";
 
+fn in_pipeline(pipeline: &str, name: &str, stage: &str) -> String {
+    format!("{name}{{pipeline=\"{pipeline}\",stage=\"{stage}\"}}")
+}
+
 fn stage_series(name: &str, stage: &str) -> String {
-    format!("{name}{{pipeline=\"default\",stage=\"{stage}\"}}")
+    in_pipeline("default", name, stage)
 }
 
 fn workflows(stage: &str) -> String {
@@ -289,13 +336,24 @@ fn value_in(metrics: &str, series: &str) -> Result<f64> {
         .with_context(|| format!("{series} is not a number"))
 }
 
-/// The webhook's `stage_guard_stage_duration_seconds` leaving `stage`: (count, sum).
+/// The webhook's `stage_guard_stage_duration_seconds` leaving `stage` of the default pipeline:
+/// (count, sum).
 fn time_at_stage(t: &Install<'_>, stage: &str) -> Result<(f64, f64)> {
+    time_at(t, "default", stage)
+}
+
+fn time_at(t: &Install<'_>, pipeline: &str, stage: &str) -> Result<(f64, f64)> {
     let metrics = t.metrics()?;
     let name = "stage_guard_stage_duration_seconds";
     Ok((
-        value_in(&metrics, &stage_series(&format!("{name}_count"), stage))?,
-        value_in(&metrics, &stage_series(&format!("{name}_sum"), stage))?,
+        value_in(
+            &metrics,
+            &in_pipeline(pipeline, &format!("{name}_count"), stage),
+        )?,
+        value_in(
+            &metrics,
+            &in_pipeline(pipeline, &format!("{name}_sum"), stage),
+        )?,
     ))
 }
 
