@@ -1,6 +1,6 @@
 //! Argo Workflows as dynamic objects, and what the rules read of them (`core::audit::Stored`).
 
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ObjectMeta};
 use kube::{Api, Client};
 use std::collections::BTreeMap;
 
@@ -26,7 +26,12 @@ pub fn api(client: Client, namespace: Option<&str>) -> Api<DynamicObject> {
 
 /// What the rules read of a stored Workflow.
 pub fn stored(policy: &Policy, w: &DynamicObject) -> Stored {
-    let meta = &w.metadata;
+    stored_from_meta(policy, &w.metadata)
+}
+
+/// What the rules read of a stored Workflow's metadata (all they read: the monitor watches metadata
+/// only).
+pub fn stored_from_meta(policy: &Policy, meta: &ObjectMeta) -> Stored {
     Stored {
         namespace: meta.namespace.clone().unwrap_or_default(),
         name: meta.name.clone().unwrap_or_default(),

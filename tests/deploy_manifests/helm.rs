@@ -40,7 +40,7 @@ fn chart() -> PathBuf {
 }
 
 /// `helm template stage-guard CHART -n stage-guard ARGS...`: the documents, or helm's stderr.
-fn try_template(args: &[&str]) -> Result<Vec<Value>, String> {
+pub(super) fn try_template(args: &[&str]) -> Result<Vec<Value>, String> {
     try_template_as(RELEASE, NAMESPACE, args)
 }
 
@@ -59,27 +59,27 @@ fn try_template_as(release: &str, namespace: &str, args: &[&str]) -> Result<Vec<
     Ok(yaml_documents(&String::from_utf8(out.stdout).unwrap()))
 }
 
-fn template(args: &[&str]) -> Vec<Value> {
+pub(super) fn template(args: &[&str]) -> Vec<Value> {
     try_template(args).unwrap_or_else(|e| panic!("helm template {args:?} failed:\n{e}"))
 }
 
 /// Values from a JSON (YAML) text, passed as a file.
-struct ValuesFile(tempfile::TempDir);
+pub(super) struct ValuesFile(tempfile::TempDir);
 
 impl ValuesFile {
-    fn new(text: &str) -> ValuesFile {
+    pub(super) fn new(text: &str) -> ValuesFile {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("values.yaml"), text).unwrap();
         ValuesFile(dir)
     }
 
-    fn path(&self) -> String {
+    pub(super) fn path(&self) -> String {
         self.0.path().join("values.yaml").display().to_string()
     }
 }
 
 /// Validates the rendering like the kustomize output; the chart's CRD kinds only need to be named.
-fn validate_rendering(label: &str, docs: &[Value]) {
+pub(super) fn validate_rendering(label: &str, docs: &[Value]) {
     let is_chart_crd = |d: &Value| {
         CHART_CRD_KINDS
             .iter()

@@ -20,6 +20,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 mod helm;
+mod monitor;
 
 const NAMESPACE: &str = "stage-guard";
 const SERVICE: &str = "stage-guard";

@@ -21,6 +21,7 @@ mod harness;
 mod helm;
 mod imitation;
 mod install;
+mod monitor;
 mod races;
 mod recorder;
 mod recovery;
@@ -62,6 +63,7 @@ fn main() {
         ("helm", helm::SCENARIOS),
         ("install", install::SCENARIOS),
         ("vap", vap::SCENARIOS),
+        ("monitor", monitor::SCENARIOS),
     ];
     let mut trials = Vec::new();
     for (group, scenarios) in groups {
