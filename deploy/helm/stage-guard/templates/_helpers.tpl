@@ -198,3 +198,12 @@ annotations:
 {{- $_ = include "stage-guard.checkedCaBundle" (dict "bundle" .Values.certificates.existingSecret.caBundle "what" "certificates.existingSecret.caBundle") }}
 {{- end }}
 {{- end }}
+
+{{/*
+The monitor's job label, which its ServiceMonitor sets and its alerts select, and the name of its
+ServiceMonitor and PrometheusRule: "<fullname>-monitor" ("stage-guard-monitor" for the release
+"stage-guard", as in deploy/monitoring/monitor/).
+*/}}
+{{- define "stage-guard.monitorJob" -}}
+{{- printf "%s-monitor" (include "stage-guard.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
