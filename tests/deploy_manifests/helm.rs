@@ -195,25 +195,27 @@ fn helm_lint_is_clean_and_strict() {
     }
 }
 
+/// The chart's NOTES after `helm install --dry-run=client` with `args`.
+pub(crate) fn notes(args: &[&str]) -> String {
+    let out = Command::new(helm())
+        .args(["install", RELEASE])
+        .arg(chart())
+        .args(["--namespace", NAMESPACE, "--dry-run=client"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm install --dry-run=client {args:?}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (_, notes) = text.split_once("NOTES:").expect("NOTES in the output");
+    notes.to_string()
+}
+
 #[test]
 fn notes_give_the_second_step_of_the_two_step_install() {
-    let notes = |args: &[&str]| {
-        let out = Command::new(helm())
-            .args(["install", RELEASE])
-            .arg(chart())
-            .args(["--namespace", NAMESPACE, "--dry-run=client"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "helm install --dry-run=client {args:?}:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
-        let (_, notes) = text.split_once("NOTES:").expect("NOTES in the output");
-        notes.to_string()
-    };
     let step = format!(
         "helm upgrade {RELEASE} {CHART} -n {NAMESPACE} --reuse-values --set webhooks.enabled=true"
     );

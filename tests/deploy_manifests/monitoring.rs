@@ -172,3 +172,11 @@ fn latency_alert_fires_below_the_timeout_and_the_largest_bucket() {
         "a p99 beyond the largest finite bucket ({largest} s) reads as {largest}: the threshold {threshold} s could never be crossed"
     );
 }
+
+#[test]
+fn readme_lists_every_alert_with_its_severity_and_for() {
+    let docs = kustomize(&deploy_dir().join("monitoring"));
+    let webhook = rule_groups(&docs, "stage-guard");
+    let monitor = rule_groups(&docs, "stage-guard-monitor");
+    assert_eq!(readme_alert_table(), alert_table(&[&webhook, &monitor]));
+}

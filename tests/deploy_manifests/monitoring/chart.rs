@@ -1,7 +1,9 @@
 //! The chart's monitoring values: the same rules and dashboard as `deploy/monitoring/`, with names and
 //! jobs that follow the release.
 
-use super::super::helm::{RELEASE, template, try_template, try_template_as, validate_rendering};
+use super::super::helm::{
+    RELEASE, notes, template, try_template, try_template_as, validate_rendering,
+};
 use super::*;
 
 const MONITORING_ON: &[&str] = &[
@@ -269,4 +271,19 @@ fn chart_refuses_bad_monitoring_values_naming_them() {
             Err(err) => assert!(err.contains(named), "{args:?}: {err}"),
         }
     }
+}
+
+#[test]
+fn notes_warn_of_alerts_on_a_job_nothing_scrapes() {
+    let warning = "WARNING: prometheusRule.enabled without serviceMonitor.enabled";
+    let alone = notes(&["--set", "prometheusRule.enabled=true"]);
+    assert!(alone.contains(warning), "{alone}");
+    assert!(alone.contains(r#"job="stage-guard""#), "{alone}");
+    let scraped = notes(&[
+        "--set",
+        "prometheusRule.enabled=true",
+        "--set",
+        "serviceMonitor.enabled=true",
+    ]);
+    assert!(!scraped.contains(warning), "{scraped}");
 }

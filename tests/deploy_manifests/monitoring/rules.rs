@@ -170,3 +170,35 @@ pub(super) fn slow_threshold(groups: &Value) -> f64 {
     let (_, threshold) = expr.rsplit_once(" > ").unwrap();
     threshold.trim().parse().unwrap()
 }
+
+/// The README's table of alerts: (alert, severity, for) per row.
+pub(super) fn readme_alert_table() -> BTreeSet<(String, String, String)> {
+    let text = fs::read_to_string(repo().join("README.md")).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("| `StageGuard"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            assert_eq!(cells.len(), 4, "README alert row: {l}");
+            (
+                cells[0].trim_matches('`').to_string(),
+                cells[1].to_string(),
+                cells[3].to_string(),
+            )
+        })
+        .collect()
+}
+
+/// (alert, severity, for) of every alert in `groups`.
+pub(super) fn alert_table(groups: &[&Value]) -> BTreeSet<(String, String, String)> {
+    groups
+        .iter()
+        .flat_map(|g| rules_of(g))
+        .map(|r| {
+            (
+                str_at(r, "/alert").to_string(),
+                str_at(r, "/labels/severity").to_string(),
+                str_at(r, "/for").to_string(),
+            )
+        })
+        .collect()
+}
