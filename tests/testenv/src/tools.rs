@@ -48,6 +48,23 @@ pub fn helm() -> Result<PathBuf> {
     )
 }
 
+/// The real `promtool` (Debian's `prometheus` package), from `$PROMTOOL`, `PATH`, or the cache where
+/// `.ci/install-promtool` puts it (`~/.cache/stage-guard/promtool/promtool`). A failure names that script.
+pub fn promtool() -> Result<PathBuf> {
+    if let Some(path) = find("promtool", "PROMTOOL") {
+        return Ok(path);
+    }
+    let cached = crate::gobuild::cache_root()?.join("promtool/promtool");
+    if cached.is_file() {
+        return Ok(cached);
+    }
+    bail!(
+        "promtool is missing: the monitoring tests run the real promtool of Debian's prometheus package; \
+         `bash .ci/install-promtool` puts it into {} (or install the package, or set PROMTOOL to a promtool)",
+        cached.display()
+    )
+}
+
 /// `kubernetes-validate` from `$KUBERNETES_VALIDATE`, else from a virtual environment of its own in
 /// the cache (`~/.cache/stage-guard/venv-kubernetes-validate-<version>/`), which is made with
 /// `python3 -m venv` and pip the first time: never the system interpreter's packages.
