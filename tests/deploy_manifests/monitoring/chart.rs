@@ -156,13 +156,47 @@ fn chart_service_monitors_select_their_services_and_never_the_same_one() {
         selector["matchExpressions"],
         json!([{"key": "app.kubernetes.io/component", "operator": "NotIn", "values": ["monitor"]}])
     );
-    // By default the monitor's ServiceMonitor selects the release's labels with component monitor,
-    // which the webhook's ServiceMonitor excludes: no Service is scraped twice.
-    let mut expected = selector["matchLabels"].clone();
-    expected["app.kubernetes.io/component"] = json!("monitor");
+    // By default the monitor's ServiceMonitor selects the Service of monitor.enabled, which the
+    // webhook's ServiceMonitor does not: no Service is scraped twice, and the webhook's never by it.
+    let with_monitor: Vec<&str> = MONITORING_ON
+        .iter()
+        .copied()
+        .chain(["--set", "monitor.enabled=true"])
+        .collect();
+    let rendered = template(&with_monitor);
+    let named = |kind: &str, name: &str| {
+        rendered
+            .iter()
+            .filter(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .count()
+    };
+    assert_eq!(named("ServiceMonitor", "stage-guard-monitor"), 1);
+    let monitor_service = find(&rendered, "Service", "stage-guard-monitor");
+    let monitor_selector =
+        &find(&rendered, "ServiceMonitor", "stage-guard-monitor")["spec"]["selector"];
+    assert_eq!(monitor_selector, &monitor["spec"]["selector"]);
+    assert!(labels_match(
+        &monitor_selector["matchLabels"],
+        &monitor_service["metadata"]["labels"]
+    ));
+    assert!(!labels_match(
+        &monitor_selector["matchLabels"],
+        &service["metadata"]["labels"]
+    ));
+    assert!(!labels_match(
+        &selector["matchLabels"],
+        &monitor_service["metadata"]["labels"]
+    ));
+    // monitor.enabled with serviceMonitor.enabled scrapes the monitor without being asked twice.
+    let implied = template(&[
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "monitor.enabled=true",
+    ]);
     assert_eq!(
-        monitor["spec"]["selector"],
-        json!({"matchLabels": expected})
+        find(&implied, "ServiceMonitor", "stage-guard-monitor")["spec"]["selector"],
+        monitor["spec"]["selector"]
     );
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
     assert_eq!(
