@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::graph::StageGraph;
-use super::policy::Mode;
+use super::mode::Mode;
 
 /// The name of the pipeline the top-level `stages`/`entry`/`transitions`/`mode` make.
 pub const DEFAULT_PIPELINE: &str = "default";

@@ -6,24 +6,6 @@ use serde::Deserialize;
 use super::facts::Facts;
 use super::pipeline::{DEFAULT_PIPELINE, Pipeline};
 
-/// `mode`: whether rule violations are denied or only warned about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Enforce,
-    Warn,
-}
-
-impl Mode {
-    /// As the configuration file spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Enforce => "enforce",
-            Mode::Warn => "warn",
-        }
-    }
-}
-
 /// `resubmit`: what happens to the stage of a Workflow created by `argo resubmit` (SPEC 4.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

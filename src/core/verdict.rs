@@ -3,8 +3,9 @@
 use super::facts::Facts;
 use super::graph::StageChange;
 use super::history::HistoryWrite;
+use super::mode::Mode;
 use super::pipeline::Pipeline;
-use super::policy::{Mode, Policy, Resubmit};
+use super::policy::{Policy, Resubmit};
 use super::reason::Reason;
 use super::words::Say;
 

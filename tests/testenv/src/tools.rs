@@ -62,7 +62,9 @@ pub fn promtool() -> Result<PathBuf> {
         return Ok(cached);
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/install-promtool");
-    eprintln!("promtool: taking it out of Debian's prometheus package (.ci/install-promtool, once)");
+    eprintln!(
+        "promtool: taking it out of Debian's prometheus package (.ci/install-promtool, once)"
+    );
     let out = Command::new("bash")
         .arg(&script)
         .env("STAGE_GUARD_TESTENV_CACHE", crate::gobuild::cache_root()?)
