@@ -12,6 +12,7 @@ mod facts;
 mod fit;
 mod graph;
 pub mod history;
+pub mod moves;
 mod pipeline;
 mod plan;
 mod policy;
