@@ -20,7 +20,9 @@ pub mod diagram;
 pub mod logging;
 pub mod metrics;
 pub mod pem;
+pub mod report;
 pub mod server;
+pub mod steer;
 pub mod suggest;
 pub mod suite;
 #[cfg(test)]

@@ -1,0 +1,177 @@
+//! `stage-guard set NAME STAGE` and `stage-guard rollback NAME --to STAGE --reason R`: a stage write
+//! conditional on the resourceVersion just read, so a Workflow that changed in between is read and
+//! checked again instead of overwritten blindly (a bounded number of times). The webhooks judge the
+//! write; what they say (a refusal, warnings, the history entry) is what the command prints.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::cli::steer::{RollbackArgs, SetArgs};
+use crate::cluster::failure::Failure;
+use crate::cluster::workflows::{stage_patch, stored_meta};
+use crate::core::audit::Stored;
+use crate::core::history::{self, Entry};
+use crate::core::moves::check_rollback;
+use crate::core::{Policy, quote_stage};
+
+use super::Stop;
+use super::session::Session;
+
+/// Writes that lose to a concurrent writer before the command gives up.
+const ATTEMPTS: usize = 5;
+
+pub async fn set(args: SetArgs) -> Result<u8, Stop> {
+    let s = Session::open(&args.cluster).await?;
+    move_to(&s, &args.name, &args.stage, args.reason.as_deref(), false).await
+}
+
+pub async fn rollback(args: RollbackArgs) -> Result<u8, Stop> {
+    if args.reason.trim().is_empty() {
+        return Err(Stop::usage(
+            "--reason must say why: it is recorded in the history",
+        ));
+    }
+    let s = Session::open(&args.cluster).await?;
+    move_to(&s, &args.name, &args.to, Some(&args.reason), true).await
+}
+
+async fn move_to(
+    s: &Session,
+    name: &str,
+    target: &str,
+    reason: Option<&str>,
+    rollback: bool,
+) -> Result<u8, Stop> {
+    let ns = s.namespace.as_str();
+    let mut meta = s.workflows.get(ns, name).await?;
+    for attempt in 1..=ATTEMPTS {
+        let before = stored_meta(&s.policy, &meta);
+        let from = before.labels.get(&s.policy.label).cloned();
+        if rollback {
+            check_rollback(&before, target).map_err(|e| {
+                Stop::usage(format!("no rollback of {ns}/{name} to {target:?}: {e}"))
+            })?;
+        }
+        if from.as_deref() == Some(target) {
+            println!("{}", already_there(&before, target));
+            return Ok(0);
+        }
+        let Some(version) = meta.resource_version.clone() else {
+            return Err(Failure::Garbled(format!("{ns}/{name} has no resourceVersion")).into());
+        };
+        let patch = stage_patch(&s.policy, target, reason, &version);
+        match s.workflows.merge_patch(ns, name, &patch).await {
+            Ok(reply) => {
+                for warning in &reply.warnings {
+                    eprintln!("Warning: {warning}");
+                }
+                let after = stored_meta(&s.policy, &reply.value);
+                println!(
+                    "{}",
+                    moved(
+                        &s.policy,
+                        &before,
+                        &after,
+                        &reply.value,
+                        from.as_deref(),
+                        target,
+                        reason
+                    )
+                );
+                return Ok(0);
+            }
+            Err(Failure::Conflict(_)) => {
+                eprintln!(
+                    "conflict: {ns}/{name} changed since it was read (resourceVersion {version}); \
+                     reading it again ({attempt} of {ATTEMPTS} attempts used)"
+                );
+                meta = s.workflows.get(ns, name).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Failure::KeptConflicting {
+        namespace: ns.to_owned(),
+        name: name.to_owned(),
+        attempts: ATTEMPTS,
+    }
+    .into())
+}
+
+fn entries(w: &Stored) -> Vec<Entry> {
+    w.history
+        .as_deref()
+        .and_then(|h| history::parse(h).ok())
+        .unwrap_or_default()
+}
+
+/// `argo/task-7 is already at "b" (moved there by bob at ...): nothing to change`.
+fn already_there(w: &Stored, target: &str) -> String {
+    let by = entries(w)
+        .last()
+        .filter(|e| e.to.as_deref() == Some(target))
+        .map(|e| format!(" (moved there by {} at {})", e.by, e.at))
+        .unwrap_or_default();
+    format!(
+        "{}/{} is already at {}{by}: nothing to change",
+        w.namespace,
+        w.name,
+        quote_stage(Some(target))
+    )
+}
+
+/// What the cluster made of an admitted move: the change, and how the history recorded it.
+fn moved(
+    policy: &Policy,
+    before: &Stored,
+    after: &Stored,
+    after_meta: &ObjectMeta,
+    from: Option<&str>,
+    target: &str,
+    reason: Option<&str>,
+) -> String {
+    let head = format!(
+        "{}/{}: {} -> {}",
+        after.namespace,
+        after.name,
+        quote_stage(from),
+        quote_stage(Some(target))
+    );
+    let (old, new) = (entries(before), entries(after));
+    // The entry of this move: a new last entry for this change (the history may also have been
+    // trimmed to its limit, so compare the last entries, not only the lengths).
+    let recorded = new
+        .last()
+        .filter(|e| old.last() != Some(*e))
+        .filter(|e| e.from.as_deref() == from && e.to.as_deref() == Some(target));
+    let mut line = match recorded {
+        Some(e) => match &e.override_ {
+            Some(reason) => format!(
+                "{head}: admitted as a forced change, recorded by {} at {} with the reason {reason:?}",
+                e.by, e.at
+            ),
+            None if reason.is_some() => format!(
+                "{head}: admitted as a legal move (no override needed, the reason is not recorded), recorded by {} at {}",
+                e.by, e.at
+            ),
+            None => format!("{head}: admitted, recorded by {} at {}", e.by, e.at),
+        },
+        None => format!(
+            "{head}: admitted, but no history entry was recorded (is stage-guard's mutating webhook installed?)"
+        ),
+    };
+    let stored = after.labels.get(&policy.label).map(String::as_str);
+    if stored != Some(target) {
+        line.push_str(&format!("; the stored stage is {}", quote_stage(stored)));
+    }
+    let annotation = &policy.override_.annotation;
+    if after_meta
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(annotation))
+    {
+        line.push_str(&format!(
+            "; the override annotation {annotation} was stored (no stage-guard mutating webhook took it)"
+        ));
+    }
+    line
+}
