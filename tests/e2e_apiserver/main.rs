@@ -25,6 +25,7 @@ mod recorder;
 mod recovery;
 mod rotation;
 mod stage_moves;
+mod steer;
 mod tls;
 mod unjudged;
 mod vap;
@@ -60,6 +61,7 @@ fn main() {
         ("helm", helm::SCENARIOS),
         ("install", install::SCENARIOS),
         ("vap", vap::SCENARIOS),
+        ("steer", steer::SCENARIOS),
     ];
     let mut trials = Vec::new();
     for (group, scenarios) in groups {
