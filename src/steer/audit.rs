@@ -9,16 +9,16 @@ use crate::cluster::workflows::stored_meta;
 use crate::core::audit::{findings, pipeline_of};
 use crate::report::audit::AuditReport;
 
-use super::Stop;
 use super::progress::Progress;
+use super::{Program, Stop};
 use super::session::Session;
 
-pub async fn run(args: AuditArgs) -> Result<u8, Stop> {
+pub async fn run(args: AuditArgs, program: Program) -> Result<u8, Stop> {
     let s = Session::open(&args.cluster).await?;
     let namespace = (!args.all_namespaces).then_some(s.namespace.as_str());
     let now = SystemTime::now();
     let mut report = AuditReport::default();
-    let mut progress = Progress::new("stage-guard audit: Workflows");
+    let mut progress = Progress::new(format!("{} audit", program.as_str()), "Workflows");
     let mut token: Option<String> = None;
     loop {
         let page = s

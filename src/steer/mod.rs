@@ -72,7 +72,7 @@ pub fn run(command: SteerCommand, program: Program) -> ExitCode {
     let result = runtime.block_on(async {
         match command {
             SteerCommand::History(args) => history::run(args).await,
-            SteerCommand::Audit(args) => audit::run(args).await,
+            SteerCommand::Audit(args) => audit::run(args, program).await,
             SteerCommand::Set(args) => moves::set(args).await,
             SteerCommand::Rollback(args) => moves::rollback(args).await,
             SteerCommand::Next(args) => next::run(args, program).await,

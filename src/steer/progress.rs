@@ -9,6 +9,8 @@ const QUIET_FOR: Duration = Duration::from_secs(2);
 const EVERY: Duration = Duration::from_secs(1);
 
 pub struct Progress {
+    /// Who reads what: `stage-guard audit`, counting `Workflows`.
+    who: String,
     what: &'static str,
     started: Instant,
     last: Option<Instant>,
@@ -16,8 +18,9 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(what: &'static str) -> Progress {
+    pub fn new(who: String, what: &'static str) -> Progress {
         Progress {
+            who,
             what,
             started: Instant::now(),
             last: None,
@@ -46,7 +49,7 @@ impl Progress {
 
     fn print(&self, done: usize, last: bool) {
         let secs = self.started.elapsed().as_secs_f64();
-        let line = format!("{}: {done} read in {secs:.1} s", self.what);
+        let line = format!("{}: {done} {} read in {secs:.1} s", self.who, self.what);
         let mut err = std::io::stderr().lock();
         let _ = if self.terminal {
             write!(err, "\r{line}{}", if last { "\n" } else { "" })
