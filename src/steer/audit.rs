@@ -10,8 +10,8 @@ use crate::core::audit::{findings, pipeline_of};
 use crate::report::audit::AuditReport;
 
 use super::progress::Progress;
-use super::{Program, Stop};
 use super::session::Session;
+use super::{Program, Stop};
 
 pub async fn run(args: AuditArgs, program: Program) -> Result<u8, Stop> {
     let s = Session::open(&args.cluster).await?;

@@ -19,9 +19,23 @@ use super::session::Session;
 /// Writes that lose to a concurrent writer before the command gives up.
 const ATTEMPTS: usize = 5;
 
+/// What the move is for: a rollback may only go where the history shows the Workflow was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    Set,
+    Rollback,
+}
+
 pub async fn set(args: SetArgs) -> Result<u8, Stop> {
     let s = Session::open(&args.cluster).await?;
-    move_to(&s, &args.name, &args.stage, args.reason.as_deref(), false).await
+    move_to(
+        &s,
+        Intent::Set,
+        &args.name,
+        &args.stage,
+        args.reason.as_deref(),
+    )
+    .await
 }
 
 pub async fn rollback(args: RollbackArgs) -> Result<u8, Stop> {
@@ -31,22 +45,29 @@ pub async fn rollback(args: RollbackArgs) -> Result<u8, Stop> {
         ));
     }
     let s = Session::open(&args.cluster).await?;
-    move_to(&s, &args.name, &args.to, Some(&args.reason), true).await
+    move_to(
+        &s,
+        Intent::Rollback,
+        &args.name,
+        &args.to,
+        Some(&args.reason),
+    )
+    .await
 }
 
 async fn move_to(
     s: &Session,
+    intent: Intent,
     name: &str,
     target: &str,
     reason: Option<&str>,
-    rollback: bool,
 ) -> Result<u8, Stop> {
     let ns = s.namespace.as_str();
     let mut meta = s.workflows.get(ns, name).await?;
     for attempt in 1..=ATTEMPTS {
         let before = stored_meta(&s.policy, &meta);
         let from = before.labels.get(&s.policy.label).cloned();
-        if rollback {
+        if intent == Intent::Rollback {
             check_rollback(&before, target).map_err(|e| {
                 Stop::usage(format!("no rollback of {ns}/{name} to {target:?}: {e}"))
             })?;
@@ -64,13 +85,11 @@ async fn move_to(
                 for warning in &reply.warnings {
                     eprintln!("Warning: {warning}");
                 }
-                let after = stored_meta(&s.policy, &reply.value);
                 println!(
                     "{}",
                     moved(
                         &s.policy,
                         &before,
-                        &after,
                         &reply.value,
                         from.as_deref(),
                         target,
@@ -123,12 +142,12 @@ fn already_there(w: &Stored, target: &str) -> String {
 fn moved(
     policy: &Policy,
     before: &Stored,
-    after: &Stored,
     after_meta: &ObjectMeta,
     from: Option<&str>,
     target: &str,
     reason: Option<&str>,
 ) -> String {
+    let after = stored_meta(policy, after_meta);
     let head = format!(
         "{}/{}: {} -> {}",
         after.namespace,
@@ -136,7 +155,7 @@ fn moved(
         quote_stage(from),
         quote_stage(Some(target))
     );
-    let (old, new) = (entries(before), entries(after));
+    let (old, new) = (entries(before), entries(&after));
     // The entry of this move: a new last entry for this change (the history may also have been
     // trimmed to its limit, so compare the last entries, not only the lengths).
     let recorded = new
