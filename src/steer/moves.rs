@@ -194,3 +194,66 @@ fn moved(
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::time::{Duration, SystemTime};
+
+    fn meta(stage: &str, entries: &[Entry], extra: &[(&str, &str)]) -> ObjectMeta {
+        let mut annotations: BTreeMap<String, String> = extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if !entries.is_empty() {
+            annotations.insert("stage-guard.io/history".into(), history::render(entries));
+        }
+        ObjectMeta {
+            namespace: Some("argo".into()),
+            name: Some("task-7".into()),
+            labels: Some(BTreeMap::from([("current-stage".into(), stage.into())])),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_680_000 + secs)
+    }
+
+    #[test]
+    fn an_admitted_move_says_how_the_history_recorded_it() {
+        let p = Policy::from_yaml("stages: [a, b, c]").unwrap();
+        let first = Entry::new(None, Some("a"), "bob", at(0));
+        let before = stored_meta(&p, &meta("a", std::slice::from_ref(&first), &[]));
+        let moved_to = Entry::new(Some("a"), Some("b"), "alice", at(60));
+        let after = meta("b", &[first.clone(), moved_to], &[]);
+        assert_eq!(
+            moved(&p, &before, &after, Some("a"), "b", None),
+            "argo/task-7: \"a\" -> \"b\": admitted, recorded by alice at 2026-11-26T08:01:00Z"
+        );
+        // No webhook took the write: no entry, and the override annotation stayed.
+        let untouched = meta(
+            "c",
+            std::slice::from_ref(&first),
+            &[("stage-guard.io/override-reason", "hotfix")],
+        );
+        assert_eq!(
+            moved(&p, &before, &untouched, Some("a"), "c", Some("hotfix")),
+            "argo/task-7: \"a\" -> \"c\": admitted, but no history entry was recorded (is stage-guard's \
+             mutating webhook installed?); the override annotation stage-guard.io/override-reason was \
+             stored (no stage-guard mutating webhook took it)"
+        );
+        // Something else set the stage after the move (another mutating webhook, say).
+        let elsewhere = meta("a", std::slice::from_ref(&first), &[]);
+        assert!(
+            moved(&p, &before, &elsewhere, Some("a"), "b", None)
+                .ends_with("; the stored stage is \"a\"")
+        );
+        assert_eq!(
+            already_there(&before, "a"),
+            "argo/task-7 is already at \"a\" (moved there by bob at 2026-11-26T08:00:00Z): nothing to change"
+        );
+    }
+}
