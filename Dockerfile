@@ -4,6 +4,8 @@
 # (bookworm, glibc 2.36) as the runtime image below.
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
+# make builds jemalloc, the binary's allocator (its options come with the sources, .cargo/config.toml).
+RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
 COPY . .
 # Cache mounts keep the registry and target dir between builds; the binary is copied out of the cache.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -12,6 +12,9 @@
 //! `--against-bin PATH` (A/B of two stage-guard builds: PATH, another stage-guard binary, takes the
 //! baseline's place; `BENCHMARKS.md` is left alone).
 //!
+//! `--replay DIR --to ADDR --ca FILE [--seconds S]` sends every file of DIR (a fuzz corpus) as a body over 64
+//! connections for S seconds, to a server started by hand, to see what it keeps afterwards.
+//!
 //! `--send N --to ADDR --ca FILE [--large] [--baseline]` only sends N reviews of the benchmark's mix over one
 //! connection to a server started by hand (for example under `valgrind --tool=callgrind`) and exits:
 //! see "Where the time goes" in BENCHMARKS.md.
@@ -45,6 +48,13 @@ const THROUGHPUT_CONNECTIONS: usize = 16;
 const LATENCY_CONNECTIONS: usize = 16;
 /// SPEC 11: memory "with 64 concurrent 1 MiB reviews".
 const MEMORY_CONNECTIONS: usize = 64;
+/// When resident memory is read again after the memory burst (from the moment its connections closed):
+/// SPEC 11's idle target holds for a server that has just served a burst, not only for a fresh one.
+pub const AFTER_BURST: [Duration; 3] = [
+    Duration::from_millis(500),
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+];
 
 struct Opts {
     quick: bool,
@@ -182,6 +192,57 @@ fn build(manifest_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--replay DIR --to ADDR --ca FILE [--seconds S]`: every file of DIR (a fuzz corpus) as a body, to
+/// `/validate` and `/mutate` in turn, over 64 connections for S seconds (default 60), as a long fuzz run
+/// against a server started by hand; prints the answers by status. RELIABILITY.md ("Memory").
+fn replay(args: &[String]) -> anyhow::Result<()> {
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .with_context(|| format!("{flag} is required with --replay"))
+    };
+    let dir = PathBuf::from(value("--replay")?);
+    let addr: std::net::SocketAddr = value("--to")?.parse().context("--to ADDR (ip:port)")?;
+    let ca = std::fs::read(value("--ca")?).context("--ca FILE")?;
+    let seconds: f64 = match args.iter().position(|a| a == "--seconds") {
+        Some(i) => args.get(i + 1).context("--seconds S")?.parse()?,
+        None => 60.0,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut bodies = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let path = if i % 2 == 0 { "/validate" } else { "/mutate" };
+        bodies.push(load::Prepared::raw(path, std::fs::read(f)?));
+    }
+    if bodies.is_empty() {
+        bail!("{} holds no files", dir.display());
+    }
+    let bodies = Arc::new(bodies);
+    let target = Arc::new(load::Target::new(addr, &ca, true)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let stats = runtime.block_on(async {
+        let senders = load::connect_all(&target, MEMORY_CONNECTIONS).await?;
+        let window = load::Window::starting_now(Duration::ZERO, Duration::from_secs_f64(seconds));
+        load::closed_loop(target.clone(), bodies.clone(), senders, window).await
+    })?;
+    println!(
+        "{} bodies from {} files in {seconds} s: {} answered 200, others: {:?}",
+        stats.ok + stats.errors,
+        files.len(),
+        stats.ok,
+        stats.error_kinds
+    );
+    Ok(())
+}
+
 /// `--send N --to ADDR --ca FILE [--large] [--baseline]`: a fixed amount of work for a profiler, nothing measured.
 fn send_only(args: &[String]) -> anyhow::Result<()> {
     let value = |flag: &str| {
@@ -217,6 +278,9 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--send") {
         return send_only(&args);
+    }
+    if args.iter().any(|a| a == "--replay") {
+        return replay(&args);
     }
     let opts = parse_opts()?;
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -303,6 +367,7 @@ fn main() -> anyhow::Result<()> {
 
     if opts.wants("memory") {
         let prepared = load::prepare(&fixtures::templates(fixtures::LARGE_OBJECT_BYTES));
+        let varied = load::prepare(&fixtures::varied_templates());
         for round in 0..opts.rounds {
             for kind in [Kind::StageGuard, Kind::Baseline] {
                 eprintln!(
@@ -311,11 +376,36 @@ fn main() -> anyhow::Result<()> {
                     opts.rounds,
                     kind.name()
                 );
-                let m = runtime.block_on(run_memory(&setup, &ca_pem, kind, &prepared, &plan))?;
+                let m = runtime
+                    .block_on(run_memory(&setup, &ca_pem, kind, &prepared, &varied, &plan))?;
                 eprintln!(
-                    "  idle {:.1} MiB, peak {:.1} MiB under {MEMORY_CONNECTIONS} connections",
+                    "  idle {:.1} MiB, peak {:.1} MiB under {MEMORY_CONNECTIONS} connections, after: {}",
                     m.idle_kib as f64 / 1024.0,
-                    m.peak_kib as f64 / 1024.0
+                    m.peak_kib as f64 / 1024.0,
+                    m.after_kib
+                        .iter()
+                        .zip(AFTER_BURST)
+                        .map(|(k, d)| format!(
+                            "{:.1} MiB at {} s",
+                            *k as f64 / 1024.0,
+                            d.as_secs_f64()
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                eprintln!(
+                    "  after {} varied and broken bodies: {}",
+                    m.varied_requests,
+                    m.varied_after_kib
+                        .iter()
+                        .zip(AFTER_BURST)
+                        .map(|(k, d)| format!(
+                            "{:.1} MiB at {} s",
+                            *k as f64 / 1024.0,
+                            d.as_secs_f64()
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
                 results.memory.push((kind, m));
             }
@@ -428,12 +518,25 @@ async fn sample_cpu(pid: u32, window: load::Window) -> anyhow::Result<(Duration,
     Ok((s1.saturating_sub(s0), c1.saturating_sub(c0)))
 }
 
-/// Resident memory of a fresh server idle, then its peak with 64 connections sending large reviews.
+/// VmRSS at each of [`AFTER_BURST`] from now (the burst's connections just closed).
+async fn rss_after_burst(server: &procs::Server) -> anyhow::Result<Vec<u64>> {
+    let burst_end = tokio::time::Instant::now();
+    let mut kib = Vec::new();
+    for after in AFTER_BURST {
+        tokio::time::sleep_until(burst_end + after).await;
+        kib.push(server.status_kib("VmRSS")?);
+    }
+    Ok(kib)
+}
+
+/// Resident memory of a fresh server idle, then its peak with 64 connections sending large reviews,
+/// and what it keeps after that burst and after a second one of varied and broken bodies.
 async fn run_memory(
     setup: &Setup,
     ca_pem: &[u8],
     kind: Kind,
     prepared: &Arc<Vec<load::Prepared>>,
+    varied: &Arc<Vec<load::Prepared>>,
     plan: &Plan,
 ) -> anyhow::Result<MemorySample> {
     let mut server = procs::start(setup, kind)?;
@@ -447,16 +550,23 @@ async fn run_memory(
     )?);
     let senders = load::connect_all(&target, MEMORY_CONNECTIONS).await?;
     let window = load::Window::starting_now(Duration::ZERO, plan.memory);
-    let stats = load::closed_loop(target, prepared.clone(), senders, window).await?;
+    let stats = load::closed_loop(target.clone(), prepared.clone(), senders, window).await?;
     server.check_alive()?;
     let peak_kib = server.status_kib("VmHWM")?;
     let threads = server.threads()?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after_kib = server.status_kib("VmRSS")?;
+    let after_kib = rss_after_burst(&server).await?;
+    // Then a longer burst as a fuzzer makes one: many sizes, half of them broken.
+    let senders = load::connect_all(&target, MEMORY_CONNECTIONS).await?;
+    let window = load::Window::starting_now(Duration::ZERO, plan.memory * 2);
+    let varied = load::closed_loop(target, varied.clone(), senders, window).await?;
+    server.check_alive()?;
+    let varied_after_kib = rss_after_burst(&server).await?;
     Ok(MemorySample {
         idle_kib,
         peak_kib,
         after_kib,
+        varied_after_kib,
+        varied_requests: varied.ok + varied.errors,
         threads,
         requests: stats.ok,
         errors: stats.errors,

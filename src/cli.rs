@@ -173,7 +173,8 @@ pub struct ServeArgs {
         default_value_t = 20.0
     )]
     pub shutdown_grace: f64,
-    /// Most concurrent webhook connections; further clients wait in the listen backlog
+    /// Most concurrent webhook connections; at the limit, the connection idle longest is closed to
+    /// admit a new one (never one with a request in flight)
     #[arg(
         long,
         env = "STAGE_GUARD_MAX_CONNECTIONS",
@@ -181,6 +182,16 @@ pub struct ServeArgs {
         default_value_t = 1024
     )]
     pub max_connections: usize,
+    /// A request's headers must be complete this soon: the first request's counted from the TLS
+    /// handshake, a later one's from its first byte; a connection that misses it is closed. Idle
+    /// keep-alive connections are closed after 120 s without a request instead
+    #[arg(
+        long,
+        env = "STAGE_GUARD_HEADER_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = crate::server::DEFAULT_HEADER_TIMEOUT.as_secs_f64()
+    )]
+    pub header_timeout: f64,
     /// Log line format
     #[arg(
         long,

@@ -85,6 +85,37 @@ impl HandshakeFailure {
     }
 }
 
+/// `reason` a webhook connection was closed by the server rather than by its client: a fixed set.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ConnectionClose {
+    /// A request head (the first after the TLS handshake, or one begun later) missed its deadline.
+    HeaderTimeout,
+    /// Idle between requests for longer than the idle timeout.
+    IdleTimeout,
+    /// At the connection limit: closed, as the one idle longest, to admit a new connection.
+    Evicted,
+    /// Idle when the shutdown delay ended.
+    Drained,
+}
+
+impl ConnectionClose {
+    pub const ALL: [ConnectionClose; 4] = [
+        ConnectionClose::HeaderTimeout,
+        ConnectionClose::IdleTimeout,
+        ConnectionClose::Evicted,
+        ConnectionClose::Drained,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionClose::HeaderTimeout => "header_timeout",
+            ConnectionClose::IdleTimeout => "idle_timeout",
+            ConnectionClose::Evicted => "evicted",
+            ConnectionClose::Drained => "drained",
+        }
+    }
+}
+
 /// A label value written as a fixed word.
 fn word(encoder: &mut LabelValueEncoder, word: &str) -> Result<(), std::fmt::Error> {
     encoder.write_str(word)
@@ -121,6 +152,12 @@ impl EncodeLabelValue for ReloadResult {
 }
 
 impl EncodeLabelValue for HandshakeFailure {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        word(encoder, self.as_str())
+    }
+}
+
+impl EncodeLabelValue for ConnectionClose {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
         word(encoder, self.as_str())
     }
@@ -176,6 +213,11 @@ struct HandshakeLabels {
     reason: HandshakeFailure,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionCloseLabels {
+    reason: ConnectionClose,
+}
+
 /// Every metric stage-guard exports.
 pub struct Metrics {
     registry: Registry,
@@ -185,6 +227,7 @@ pub struct Metrics {
     denials: Family<ReasonLabels, Counter>,
     tls_reloads: Family<ResultLabels, Counter>,
     tls_handshake_failures: Family<HandshakeLabels, Counter>,
+    connections_closed: Family<ConnectionCloseLabels, Counter>,
     cert_not_after: Gauge,
     patches: Counter,
     history_edits_discarded: Counter,
@@ -208,6 +251,7 @@ impl Metrics {
         let denials = Family::<ReasonLabels, Counter>::default();
         let tls_reloads = Family::<ResultLabels, Counter>::default();
         let tls_handshake_failures = Family::<HandshakeLabels, Counter>::default();
+        let connections_closed = Family::<ConnectionCloseLabels, Counter>::default();
         let cert_not_after = Gauge::default();
         let patches = Counter::default();
         let history_edits_discarded = Counter::default();
@@ -251,6 +295,11 @@ impl Metrics {
             "stage_guard_tls_handshake_failures",
             "TLS handshakes refused or abandoned on the webhook listener, by reason",
             tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "stage_guard_connections_closed",
+            "Webhook connections closed by the server before their client closed them, by reason",
+            connections_closed.clone(),
         );
         registry.register(
             "stage_guard_tls_cert_not_after_timestamp_seconds",
@@ -312,6 +361,9 @@ impl Metrics {
         for reason in HandshakeFailure::ALL {
             drop(tls_handshake_failures.get_or_create(&HandshakeLabels { reason }));
         }
+        for reason in ConnectionClose::ALL {
+            drop(connections_closed.get_or_create(&ConnectionCloseLabels { reason }));
+        }
 
         Metrics {
             registry,
@@ -321,6 +373,7 @@ impl Metrics {
             denials,
             tls_reloads,
             tls_handshake_failures,
+            connections_closed,
             cert_not_after,
             patches,
             history_edits_discarded,
@@ -407,6 +460,13 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a webhook connection the server closed before its client did.
+    pub fn connection_closed(&self, reason: ConnectionClose) {
+        self.connections_closed
+            .get_or_create(&ConnectionCloseLabels { reason })
+            .inc();
+    }
+
     /// Sets the expiry of the certificate loaded at start-up (not a reload).
     pub fn set_cert_not_after(&self, not_after_unix: i64) {
         self.cert_not_after.set(not_after_unix);
@@ -436,6 +496,8 @@ mod tests {
             "stage_guard_tls_reloads_total{result=\"failure\"} 0",
             "stage_guard_tls_handshake_failures_total{reason=\"not_tls\"} 0",
             "stage_guard_tls_handshake_failures_total{reason=\"other\"} 0",
+            "stage_guard_connections_closed_total{reason=\"header_timeout\"} 0",
+            "stage_guard_connections_closed_total{reason=\"evicted\"} 0",
             "stage_guard_tls_cert_not_after_timestamp_seconds 0",
         ] {
             assert!(text.contains(family), "missing {family} in\n{text}");

@@ -261,5 +261,24 @@ pub fn templates(object_bytes: usize) -> Vec<Template> {
     ]
 }
 
+/// Bodies of many sizes, well-formed and broken, as a fuzzer sends them: the benchmark's reviews at
+/// object sizes from 2 KiB to 1.5 MiB, and each cut short at a different place (a 400 after reading
+/// and walking most of it). What left glibc's malloc holding well over 100 MiB after long fuzz runs.
+pub fn varied_templates() -> Vec<Template> {
+    let sizes = [2, 20, 90, 200, 350, 500, 800, 1536];
+    let mut out = Vec::new();
+    for (i, kib) in sizes.into_iter().enumerate() {
+        for t in templates(kib * 1024) {
+            let mut broken = t.clone();
+            broken
+                .tail
+                .truncate(broken.tail.len() * (i + 1) / (sizes.len() + 1));
+            out.push(t);
+            out.push(broken);
+        }
+    }
+    out
+}
+
 /// The uid every micro-benchmark body carries.
 pub const FIXED_UID: &str = "00000000-0000-4000-8000-000000000000";

@@ -59,6 +59,20 @@ pub struct Prepared {
     path: &'static str,
     head: Bytes,
     tail: Bytes,
+    /// A review with a fresh uid between head and tail; otherwise `head` is sent as it is.
+    with_uid: bool,
+}
+
+impl Prepared {
+    /// A body sent byte for byte (no uid put in, none checked): for replaying a fuzz corpus.
+    pub fn raw(path: &'static str, body: Vec<u8>) -> Prepared {
+        Prepared {
+            path,
+            head: Bytes::from(body),
+            tail: Bytes::new(),
+            with_uid: false,
+        }
+    }
 }
 
 pub fn prepare(templates: &[Template]) -> Arc<Vec<Prepared>> {
@@ -69,6 +83,7 @@ pub fn prepare(templates: &[Template]) -> Arc<Vec<Prepared>> {
                 path: t.path,
                 head: Bytes::from(t.head.clone()),
                 tail: Bytes::from(t.tail.clone()),
+                with_uid: true,
             })
             .collect(),
     )
@@ -111,12 +126,19 @@ impl Body for ReviewBody {
 
 pub type Sender = SendRequest<ReviewBody>;
 
-/// Opens one keep-alive connection (TCP + TLS handshake + HTTP/1.1).
-pub async fn connect(target: &Target) -> anyhow::Result<Sender> {
+/// A TLS connection to the target (TCP + handshake), nothing sent yet.
+pub async fn tls_connect(
+    target: &Target,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(target.addr).await?;
     tcp.set_nodelay(true)?;
     let name = ServerName::try_from("localhost")?;
-    let tls = target.connector.connect(name, tcp).await?;
+    Ok(target.connector.connect(name, tcp).await?)
+}
+
+/// Opens one keep-alive connection (TCP + TLS handshake + HTTP/1.1).
+pub async fn connect(target: &Target) -> anyhow::Result<Sender> {
+    let tls = tls_connect(target).await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(async move {
         let _ = conn.await;
@@ -145,7 +167,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn new() -> Stats {
+    pub fn new() -> Stats {
         Stats {
             // 1 µs to 60 s at 3 significant digits; these bounds are valid, so this cannot fail.
             hist: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!()),
@@ -156,12 +178,12 @@ impl Stats {
         }
     }
 
-    fn error(&mut self, kind: String) {
+    pub fn error(&mut self, kind: String) {
         self.errors += 1;
         *self.error_kinds.entry(kind).or_default() += 1;
     }
 
-    fn merge(&mut self, other: Stats) {
+    pub fn merge(&mut self, other: Stats) {
         // Same bounds on both sides: adding cannot fail.
         let _ = self.hist.add(&other.hist);
         self.ok += other.ok;
@@ -196,23 +218,29 @@ impl Window {
     }
 }
 
-enum Outcome {
+pub enum Outcome {
     Ok,
     Error(String),
     /// The connection is unusable; reconnect.
     Broken(String),
 }
 
-async fn send(sender: &mut Sender, target: &Target, t: &Prepared) -> Outcome {
+/// A review request from a template, with a fresh uid when the template has a place for one
+/// (returned, to check the answer against; empty for a replayed body sent as it is).
+pub fn review_request(t: &Prepared) -> (hyper::Request<ReviewBody>, Bytes) {
     let mut uid_buf = [0u8; 36];
     let uid = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut uid_buf);
-    let uid = Bytes::copy_from_slice(uid.as_bytes());
+    let uid = if t.with_uid {
+        Bytes::copy_from_slice(uid.as_bytes())
+    } else {
+        Bytes::new()
+    };
     let len = (t.head.len() + uid.len() + t.tail.len()) as u64;
     let body = ReviewBody {
         frames: [
             Some(t.head.clone()),
-            Some(uid.clone()),
-            Some(t.tail.clone()),
+            (!uid.is_empty()).then(|| uid.clone()),
+            (!t.tail.is_empty()).then(|| t.tail.clone()),
         ],
         next: 0,
         len,
@@ -223,7 +251,27 @@ async fn send(sender: &mut Sender, target: &Target, t: &Prepared) -> Outcome {
     let headers = request.headers_mut();
     headers.insert(HOST, HeaderValue::from_static("localhost"));
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    (request, uid)
+}
 
+/// Why an answer is not the expected one: not 200, or (for stage-guard) not echoing the uid.
+pub fn answer_error(
+    target: &Target,
+    status: hyper::StatusCode,
+    body: &[u8],
+    uid: &[u8],
+) -> Option<String> {
+    if status != hyper::StatusCode::OK {
+        return Some(format!("HTTP {}", status.as_u16()));
+    }
+    if target.check_uid && !uid.is_empty() && !body.windows(uid.len()).any(|w| w == uid) {
+        return Some("uid not echoed".into());
+    }
+    None
+}
+
+pub async fn send(sender: &mut Sender, target: &Target, t: &Prepared) -> Outcome {
+    let (request, uid) = review_request(t);
     if let Err(e) = sender.ready().await {
         return Outcome::Broken(format!("connection: {e}"));
     }
@@ -236,13 +284,10 @@ async fn send(sender: &mut Sender, target: &Target, t: &Prepared) -> Outcome {
         Ok(b) => b.to_bytes(),
         Err(e) => return Outcome::Broken(format!("response body: {e}")),
     };
-    if status != hyper::StatusCode::OK {
-        return Outcome::Error(format!("HTTP {}", status.as_u16()));
+    match answer_error(target, status, &body, &uid) {
+        Some(kind) => Outcome::Error(kind),
+        None => Outcome::Ok,
     }
-    if target.check_uid && !body.windows(uid.len()).any(|w| w == uid.as_ref()) {
-        return Outcome::Error("uid not echoed".into());
-    }
-    Outcome::Ok
 }
 
 /// Sends one request; a broken connection is replaced. Returns the result and when it was sent and done.
@@ -285,7 +330,7 @@ pub async fn send_count(
 }
 
 impl Stats {
-    fn book(&mut self, result: Result<(), String>, latency: Duration) {
+    pub fn book(&mut self, result: Result<(), String>, latency: Duration) {
         match result {
             Ok(()) => {
                 self.ok += 1;

@@ -1,5 +1,8 @@
 //! Starting the two servers as child processes, waiting until they are ready, and reading their CPU
 //! time and memory from `/proc`.
+//!
+//! Shared with `examples/connections.rs` (through `#[path]`), which uses other parts of it.
+#![allow(dead_code)]
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -43,6 +46,7 @@ pub struct Server {
     child: Child,
     pub pid: u32,
     pub webhook: SocketAddr,
+    pub admin: SocketAddr,
     log: LogTail,
     /// From spawn to the first 200 on `/readyz`.
     pub start_to_ready: Duration,
@@ -62,10 +66,16 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 
 /// Spawns `kind` and polls `/readyz` every millisecond until it answers 200.
 pub fn start(setup: &Setup, kind: Kind) -> anyhow::Result<Server> {
+    start_with(setup, kind, &[])
+}
+
+/// As [`start`], with more flags for a stage-guard; a flag given here replaces the default of the
+/// same name (`--shutdown-delay`, `--shutdown-grace`).
+pub fn start_with(setup: &Setup, kind: Kind, extra: &[&str]) -> anyhow::Result<Server> {
     // A port picked here may be taken before the server binds it; try again with others.
     let mut last = None;
     for _ in 0..3 {
-        match try_start(setup, kind) {
+        match try_start(setup, kind, extra) {
             Ok(s) => return Ok(s),
             Err(e) => last = Some(e),
         }
@@ -73,7 +83,7 @@ pub fn start(setup: &Setup, kind: Kind) -> anyhow::Result<Server> {
     Err(last.unwrap_or_else(|| anyhow::anyhow!("{} did not start", kind.name())))
 }
 
-fn try_start(setup: &Setup, kind: Kind) -> anyhow::Result<Server> {
+fn try_start(setup: &Setup, kind: Kind, extra: &[&str]) -> anyhow::Result<Server> {
     let (webhook, admin) = (free_port()?, free_port()?);
     let stage_guard_like = kind == Kind::StageGuard || setup.baseline_is_stage_guard;
     let mut cmd = match kind {
@@ -85,14 +95,13 @@ fn try_start(setup: &Setup, kind: Kind) -> anyhow::Result<Server> {
             };
             let mut c = Command::new(bin);
             c.arg("serve").arg("--dev-cert-dir").arg(&setup.cert_dir);
-            c.args([
-                "--log-format",
-                "json",
-                "--shutdown-delay",
-                "0",
-                "--shutdown-grace",
-                "1",
-            ]);
+            c.args(["--log-format", "json"]);
+            for (flag, default) in [("--shutdown-delay", "0"), ("--shutdown-grace", "1")] {
+                if !extra.contains(&flag) {
+                    c.args([flag, default]);
+                }
+            }
+            c.args(extra);
             c
         }
         _ => {
@@ -139,6 +148,7 @@ fn try_start(setup: &Setup, kind: Kind) -> anyhow::Result<Server> {
         pid: child.id(),
         child,
         webhook,
+        admin,
         log,
         start_to_ready,
     })
@@ -210,6 +220,41 @@ impl Server {
             );
         }
         Ok(())
+    }
+
+    /// Sends a signal (`TERM`, `INT`) with the system's `kill`.
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid.to_string())
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill -{name} {} failed: {status}", self.pid);
+        }
+        Ok(())
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The last lines the server logged.
+    pub fn log_tail(&self) -> String {
+        self.log.text()
     }
 
     /// A `/proc/PID/status` field in KiB (`VmRSS`, `VmHWM`).

@@ -59,7 +59,12 @@ pub struct RoundResult {
 pub struct MemorySample {
     pub idle_kib: u64,
     pub peak_kib: u64,
-    pub after_kib: u64,
+    /// VmRSS at each of [`super::AFTER_BURST`] after the load stopped and its connections closed.
+    pub after_kib: Vec<u64>,
+    /// VmRSS at each of [`super::AFTER_BURST`] after the second burst, of varied and broken bodies.
+    pub varied_after_kib: Vec<u64>,
+    /// Requests of the second burst (most answered 200 or 400, as their bodies deserve).
+    pub varied_requests: u64,
     pub threads: u64,
     pub requests: u64,
     pub errors: u64,
@@ -102,7 +107,7 @@ pub fn plan_text(plan: &crate::Plan) -> String {
         starts,
     } = plan;
     format!(
-        "throughput {:.1} s after {:.1} s warm-up; latency {:.1} s after {:.1} s warm-up; memory load {:.1} s; {starts} extra starts per server",
+        "throughput {:.1} s after {:.1} s warm-up; latency {:.1} s after {:.1} s warm-up; memory load {:.1} s (then twice that of varied and broken bodies); {starts} extra starts per server",
         throughput.as_secs_f64(),
         warmup.as_secs_f64(),
         latency.as_secs_f64(),
@@ -365,6 +370,53 @@ pub fn render(run: &RunInfo, results: &Results) -> String {
             format!("{:.1} MiB", mib(sg_peak)),
             mib(sg_peak) < 100.0,
         ));
+        // The last reading after the burst: what the server holds once it is idle again.
+        let last_after = |m: &MemorySample| m.after_kib.last().copied().unwrap_or(0);
+        if let (Some(sg_after), Some(base_after), Some(wait)) = (
+            mem(Kind::StageGuard, last_after),
+            mem(Kind::Baseline, last_after),
+            super::AFTER_BURST.last(),
+        ) {
+            let _ = writeln!(
+                o,
+                "| Resident memory {} s after that burst (VmRSS), MiB | {:.1} | {:.1} | {:.2} |",
+                wait.as_secs_f64(),
+                mib(sg_after),
+                mib(base_after),
+                sg_after / base_after
+            );
+            verdicts.push((
+                format!(
+                    "Resident memory back under 30 MiB idle {} s after the burst",
+                    wait.as_secs_f64()
+                ),
+                format!("{:.1} MiB", mib(sg_after)),
+                mib(sg_after) < 30.0,
+            ));
+        }
+        let last_varied = |m: &MemorySample| m.varied_after_kib.last().copied().unwrap_or(0);
+        if let (Some(sg_after), Some(base_after), Some(wait)) = (
+            mem(Kind::StageGuard, last_varied),
+            mem(Kind::Baseline, last_varied),
+            super::AFTER_BURST.last(),
+        ) {
+            let _ = writeln!(
+                o,
+                "| Resident memory {} s after a burst of varied and broken bodies (VmRSS), MiB | {:.1} | {:.1} | {:.2} |",
+                wait.as_secs_f64(),
+                mib(sg_after),
+                mib(base_after),
+                sg_after / base_after
+            );
+            verdicts.push((
+                format!(
+                    "Resident memory back under 30 MiB idle {} s after varied and broken bodies",
+                    wait.as_secs_f64()
+                ),
+                format!("{:.1} MiB", mib(sg_after)),
+                mib(sg_after) < 30.0,
+            ));
+        }
     }
     // Start to ready: the dedicated starts plus every start of a measured round.
     let starts = |kind: Kind| {
@@ -464,23 +516,64 @@ pub fn render(run: &RunInfo, results: &Results) -> String {
     if !results.memory.is_empty() {
         let _ = writeln!(
             o,
-            "\n| memory round | server | idle RSS, MiB | peak RSS, MiB | RSS 0.5 s after, MiB | threads at peak | reviews answered | errors |"
+            "\n| memory round | server | idle RSS, MiB | peak RSS, MiB |{} threads at peak | reviews answered | errors |",
+            super::AFTER_BURST
+                .iter()
+                .map(|d| format!(" RSS {} s after, MiB |", d.as_secs_f64()))
+                .collect::<String>()
         );
-        let _ = writeln!(o, "|---:|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            o,
+            "|---:|---|---:|---:|{}---:|---:|---:|",
+            "---:|".repeat(super::AFTER_BURST.len())
+        );
         let mut round_of: BTreeMap<&str, usize> = BTreeMap::new();
         for (k, m) in &results.memory {
             let n = round_of.entry(k.name()).or_default();
             *n += 1;
             let _ = writeln!(
                 o,
-                "| {n} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
+                "| {n} | {} | {:.1} | {:.1} | {} {} | {} | {} |",
                 k.name(),
                 mib(m.idle_kib as f64),
                 mib(m.peak_kib as f64),
-                mib(m.after_kib as f64),
+                m.after_kib
+                    .iter()
+                    .map(|a| format!("{:.1} |", mib(*a as f64)))
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 m.threads,
                 m.requests,
                 m.errors
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\n| memory round | server | varied and broken bodies sent |{}",
+            super::AFTER_BURST
+                .iter()
+                .map(|d| format!(" RSS {} s after, MiB |", d.as_secs_f64()))
+                .collect::<String>()
+        );
+        let _ = writeln!(
+            o,
+            "|---:|---|---:|{}",
+            "---:|".repeat(super::AFTER_BURST.len())
+        );
+        let mut round_of: BTreeMap<&str, usize> = BTreeMap::new();
+        for (k, m) in &results.memory {
+            let n = round_of.entry(k.name()).or_default();
+            *n += 1;
+            let _ = writeln!(
+                o,
+                "| {n} | {} | {} | {}",
+                k.name(),
+                m.varied_requests,
+                m.varied_after_kib
+                    .iter()
+                    .map(|a| format!("{:.1} |", mib(*a as f64)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             );
         }
     }

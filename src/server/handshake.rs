@@ -1,17 +1,12 @@
 //! Refused TLS handshakes on the webhook listener: why (a small fixed set of reasons, for the metric
-//! and the log), and a log that says so without letting a port scan or a misconfigured client flood
-//! it: at most one line per reason per [`LOG_WINDOW`], carrying the count of those not logged.
+//! and the log, which [`super::log_limit`] keeps to one line per reason per window), and what an
+//! operator can do about each.
 
 use std::io;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use rustls::AlertDescription;
 
 use crate::metrics::HandshakeFailure;
-
-/// At most one log line per reason this often.
-pub const LOG_WINDOW: Duration = Duration::from_secs(5);
 
 /// Why a handshake did not complete, from the error the TLS acceptor returned.
 pub fn classify(error: &io::Error) -> HandshakeFailure {
@@ -92,56 +87,6 @@ pub fn hint(reason: HandshakeFailure) -> &'static str {
         }
         HandshakeFailure::Closed => "the client closed the connection during the handshake",
         HandshakeFailure::Other => "see the error",
-    }
-}
-
-/// One slot per reason: when it was last logged, and how many failures went unlogged since.
-#[derive(Debug, Clone, Copy, Default)]
-struct Slot {
-    last_logged: Option<Instant>,
-    suppressed: u64,
-}
-
-/// Decides which refused handshakes get a log line.
-#[derive(Debug)]
-pub struct LogLimiter {
-    window: Duration,
-    slots: Mutex<[Slot; HandshakeFailure::ALL.len()]>,
-}
-
-impl LogLimiter {
-    pub fn new(window: Duration) -> LogLimiter {
-        LogLimiter {
-            window,
-            slots: Mutex::new([Slot::default(); HandshakeFailure::ALL.len()]),
-        }
-    }
-
-    /// `Some(n)`: log this failure, and say that `n` of the same reason went unlogged before it;
-    /// `None`: a line for this reason was written less than a window ago.
-    pub fn admit(&self, reason: HandshakeFailure, now: Instant) -> Option<u64> {
-        let index = HandshakeFailure::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        // A poisoned lock only means another thread panicked while counting: the counts are still
-        // usable.
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = &mut slots[index];
-        match slot.last_logged {
-            Some(last) if now.saturating_duration_since(last) < self.window => {
-                slot.suppressed += 1;
-                None
-            }
-            _ => {
-                let suppressed = slot.suppressed;
-                *slot = Slot {
-                    last_logged: Some(now),
-                    suppressed: 0,
-                };
-                Some(suppressed)
-            }
-        }
     }
 }
 
@@ -228,23 +173,5 @@ mod tests {
         for reason in HandshakeFailure::ALL {
             assert!(!hint(reason).is_empty());
         }
-    }
-
-    #[test]
-    fn one_line_per_reason_per_window_with_the_count_of_the_others() {
-        let limiter = LogLimiter::new(Duration::from_secs(5));
-        let t0 = Instant::now();
-        let at = |s: u64| t0 + Duration::from_millis(s);
-        let not_tls = HandshakeFailure::NotTls;
-        assert_eq!(limiter.admit(not_tls, at(0)), Some(0));
-        assert_eq!(limiter.admit(not_tls, at(100)), None);
-        assert_eq!(limiter.admit(not_tls, at(4_999)), None);
-        // Another reason has its own window.
-        assert_eq!(limiter.admit(HandshakeFailure::Timeout, at(200)), Some(0));
-        // The window is over: logged again, with the two that were not.
-        assert_eq!(limiter.admit(not_tls, at(5_000)), Some(2));
-        assert_eq!(limiter.admit(not_tls, at(5_001)), None);
-        assert_eq!(limiter.admit(not_tls, at(60_000)), Some(1));
-        assert_eq!(limiter.admit(not_tls, at(70_000)), Some(0));
     }
 }

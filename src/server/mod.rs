@@ -1,36 +1,42 @@
 //! The `serve` command: a TLS webhook listener and a plain admin listener, certificate reload, and the
 //! drain-then-stop shutdown of SPEC 9.
 
+pub mod connection;
+pub mod connections;
+pub mod gate;
 pub mod handshake;
 pub mod http;
 pub mod listen;
+pub mod log_limit;
+pub mod phase;
 pub mod reload;
 pub mod tls;
+pub mod tracked;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::certs;
 use crate::core::Policy;
 use crate::metrics::Metrics;
+use connections::Connections;
 use http::AppState;
 use listen::{ListenAddr, ListenError};
 use reload::{ReloadEvent, ReloadingCertResolver};
 
-/// The API server keeps idle connections for up to 90 s; closing ours earlier would make it redial.
-/// hyper's header-read timer also runs while a keep-alive connection waits for its next request, so it
-/// doubles as the idle timeout and must be longer than that.
+/// How long a kept-alive connection may idle between requests. The API server reuses idle
+/// connections for up to 90 s; closing ours earlier would make it redial (SPEC 5).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The default `--header-timeout`: a request head (the first after the handshake, or one begun
+/// later) must be complete this soon. The API server sends a head in one write.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that has not finished the TLS handshake by then is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the certificate files are re-read (SPEC 6 asks for new certificates within 10 s).
@@ -48,8 +54,10 @@ pub struct ServeOptions {
     pub max_body_bytes: usize,
     pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
-    /// Bound on concurrent webhook connections; past it, new connections wait in the listen backlog.
+    /// Bound on concurrent webhook connections; at it, the connection idle longest makes room.
     pub max_connections: usize,
+    /// Deadline for a request head (see [`phase`]).
+    pub header_timeout: Duration,
 }
 
 /// A start-up problem: bad certificates or an address that cannot be bound. The process exits 2.
@@ -138,8 +146,9 @@ impl Server {
         })
     }
 
-    /// Serves until `shutdown` fires, then drains: `/readyz` is 503 at once, requests are still served
-    /// for `shutdown_delay`, then the listener closes and in-flight requests get `shutdown_grace`.
+    /// Serves until `shutdown` fires, then drains: `/readyz` is 503 and every answer carries
+    /// `Connection: close` at once, new connections are still served for `shutdown_delay`, then the
+    /// listener and the idle connections close, and the open ones get `shutdown_grace`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let Server {
             opts,
@@ -189,40 +198,61 @@ impl Server {
             tracing::info!(listener = "webhook", address = %listener.local_addr()?, "listening");
         }
 
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let accept_task = tokio::spawn(accept_loop(
-            webhook,
-            tls,
-            state.clone(),
+        let connections = Connections::new(
             opts.max_connections,
-            stop_rx,
+            phase::Limits {
+                header_timeout: opts.header_timeout,
+                idle_timeout: IDLE_TIMEOUT,
+            },
+        );
+        let shared = Arc::new(connection::Shared::new(
+            tokio_rustls::TlsAcceptor::from(tls),
+            http::webhook_router(state.clone()),
+            state.clone(),
+            connections.clone(),
         ));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let accept_task = tokio::spawn(accept_loop(webhook, shared, stop_rx));
 
         shutdown.await;
         state.ready.store(false, Ordering::SeqCst);
+        // Clients keep reusing their connections while endpoints drain; each answer from now on
+        // tells its client to stop (and the connection closes once it is written), so clients
+        // move to new connections, which other replicas take once endpoints have caught up.
+        connections.begin_drain();
         tracing::info!(
             delay_s = opts.shutdown_delay.as_secs_f64(),
-            "shutdown requested: readiness is off; still serving while endpoints drain"
+            "shutdown requested: readiness is off; answers carry Connection: close; still serving while endpoints drain"
         );
         tokio::time::sleep(opts.shutdown_delay).await;
 
         let _ = stop_tx.send(true);
-        let graceful = match accept_task.await {
-            Ok(graceful) => graceful,
-            Err(e) => {
-                tracing::error!(error = %e, "accept loop failed");
-                GracefulShutdown::new()
-            }
-        };
+        if let Err(e) = accept_task.await {
+            tracing::error!(error = %e, "accept loop failed");
+        }
+        // What is left open: connections accepted but not yet asked (they get their request
+        // answered, with Connection: close), requests in flight (finished), and connections nobody
+        // used during the whole delay. Only those idle ones are closed, gracefully. HTTP/1.1 cannot
+        // refuse a request politely (it has no GOAWAY), so a request a client writes on a
+        // connection after it was closed, before the close_notify reached it, is lost: nothing a
+        // server does prevents that. What keeps it from happening: connections in use were told by
+        // their last answer, so they are not among those closed here; these have been idle for the
+        // whole delay; and each is closed by its own task after reading whatever had arrived on it
+        // (see `connection::serve`), so a request already received is answered, not dropped.
+        connections.close_idle();
         tracing::info!(
             grace_s = opts.shutdown_grace.as_secs_f64(),
-            "no longer accepting; finishing in-flight requests"
+            open = connections.open_count(),
+            "no longer accepting; idle connections closed; answering requests on open connections"
         );
-        if tokio::time::timeout(opts.shutdown_grace, graceful.shutdown())
+        if tokio::time::timeout(opts.shutdown_grace, connections.all_closed())
             .await
             .is_err()
         {
-            tracing::warn!("shutdown grace period over; closing remaining connections");
+            tracing::warn!(
+                open = connections.open_count(),
+                "shutdown grace period over; closing remaining connections"
+            );
         }
         watcher.abort();
         let _ = stop_admin_tx.send(true);
@@ -234,40 +264,24 @@ impl Server {
     }
 }
 
-/// The HTTP/1.1 connection settings of the webhook listener: keep-alive, with hyper's header-read timer
-/// (which also runs while a connection idles between requests) set to [`IDLE_TIMEOUT`].
+/// The HTTP/1.1 connection settings of the webhook listener: keep-alive. hyper's header-read timer
+/// stays off: it also runs while a connection idles between requests, so it cannot be both the short
+/// header deadline and the long idle timeout; [`connection::serve`] keeps both.
 pub fn http1_builder() -> hyper::server::conn::http1::Builder {
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(IDLE_TIMEOUT);
+    builder.keep_alive(true);
     builder
 }
 
-/// Accepts TLS connections until told to stop; returns the watcher that can drain them.
+/// Accepts TLS connections until told to stop. At `--max-connections`, the connection idle longest
+/// makes room for the newcomer, so a client holding idle or slow connections cannot lock others
+/// out; only when every connection is serving a request does a newcomer wait.
 async fn accept_loop(
     listeners: Vec<TcpListener>,
-    tls: Arc<rustls::ServerConfig>,
-    state: Arc<AppState>,
-    max_connections: usize,
+    shared: Arc<connection::Shared>,
     mut stop: watch::Receiver<bool>,
-) -> GracefulShutdown {
-    let graceful = GracefulShutdown::new();
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let router = http::webhook_router(state.clone());
-    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
-    let refusals = Arc::new(handshake::LogLimiter::new(handshake::LOG_WINDOW));
+) {
     loop {
-        // Wait for a free slot before accepting: under overload, clients queue in the kernel backlog
-        // instead of the process running out of memory or file descriptors.
-        let permit = tokio::select! {
-            _ = stopped(&mut stop) => break,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let (tcp, peer) = tokio::select! {
             _ = stopped(&mut stop) => break,
             accepted = accept_any(&listeners) => match accepted {
@@ -281,37 +295,12 @@ async fn accept_loop(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
-        let watcher = graceful.watcher();
-        let (state, refusals) = (state.clone(), refusals.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let stream = match tls::accept_with_timeout(&acceptor, tcp, HANDSHAKE_TIMEOUT).await {
-                Ok(s) => s,
-                Err(e) => {
-                    let reason = handshake::classify(&e);
-                    state.metrics.tls_handshake_failed(reason);
-                    if let Some(suppressed) = refusals.admit(reason, Instant::now()) {
-                        tracing::warn!(
-                            peer = %peer,
-                            reason = reason.as_str(),
-                            error = %e,
-                            hint = handshake::hint(reason),
-                            suppressed,
-                            "TLS handshake refused"
-                        );
-                    }
-                    return;
-                }
-            };
-            let conn = http1_builder().serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
-            }
-        });
+        let registered = tokio::select! {
+            _ = stopped(&mut stop) => break,
+            registered = shared.connections.admit() => registered,
+        };
+        tokio::spawn(connection::serve(shared.clone(), tcp, peer, registered));
     }
-    graceful
 }
 
 /// The next connection on any of the listeners.

@@ -659,6 +659,9 @@ fn help_explains_every_command() {
         "--max-body-bytes",
         "--shutdown-delay",
         "--shutdown-grace",
+        "--max-connections",
+        "--header-timeout",
+        "STAGE_GUARD_HEADER_TIMEOUT",
         "--log-format",
         "--log-level",
         "STAGE_GUARD_TLS_CERT_FILE",
@@ -725,6 +728,14 @@ fn serve_refuses_a_bad_config_or_missing_certificates_with_exit_2() {
 
     let o = serve_expecting_exit(&["--log-format", "yaml"]);
     assert_eq!(o.status.code(), Some(2));
+
+    // A header deadline of zero would close every connection before its first request.
+    let o = serve_expecting_exit(&["--header-timeout", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o).trim_end(),
+        "stage-guard: --header-timeout must be more than 0 seconds"
+    );
 
     // An empty file is not the default pipeline.
     let empty = config_file(&dir, "\n# to be filled in\n");

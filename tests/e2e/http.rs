@@ -230,12 +230,13 @@ async fn probes_answer_on_the_admin_listener() {
     );
 }
 
-const FAMILIES: [&str; 6] = [
+const FAMILIES: [&str; 7] = [
     "stage_guard_admission_requests_total",
     "stage_guard_admission_duration_seconds",
     "stage_guard_transitions_total",
     "stage_guard_denials_total",
     "stage_guard_tls_reloads_total",
+    "stage_guard_connections_closed_total",
     "stage_guard_tls_cert_not_after_timestamp_seconds",
 ];
 

@@ -8,6 +8,7 @@
 //! - `properties`: random sequences through mutate, strict patch and validate, against an oracle;
 //! - `http` and `bad_input`: SPEC 5, the HTTP interface and everything that is not a review;
 //! - `lifecycle`: SPEC 6 and 9, certificate rotation, mutual TLS, signals, bounds;
+//! - `connections`: SPEC 5 and 9, deadlines, the connection limit and the drain;
 //! - `cli`: SPEC 7, the commands, their output and exit codes.
 //!
 //! The harness's own tests (`support::selftest`) run here too. The real kube-apiserver suite is
@@ -20,6 +21,7 @@ mod admission;
 mod bad_input;
 mod cli;
 mod concurrency;
+mod connections;
 mod http;
 mod kubectl;
 mod lifecycle;

@@ -15,6 +15,7 @@ mod support;
 
 mod argo;
 mod create;
+mod drain;
 mod failure;
 mod harness;
 mod helm;
@@ -56,6 +57,7 @@ fn main() {
         ("failure", failure::SCENARIOS),
         ("tls", tls::SCENARIOS),
         ("rotation", rotation::SCENARIOS),
+        ("drain", drain::SCENARIOS),
         ("argo", argo::SCENARIOS),
         ("imitation", imitation::SCENARIOS),
         ("helm", helm::SCENARIOS),

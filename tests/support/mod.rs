@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod apiserver;
+pub mod balancer;
 pub mod checks;
 pub mod client;
 pub mod fields;

@@ -604,3 +604,119 @@ async fn dry_run_is_admitted_but_not_stored_and_delete_removes() {
     assert!(api.store().get("argo", "w").is_none());
     api.assert_no_violations();
 }
+
+/// A replica for the balancer's test: its webhook port says which replica it is (one byte) and then
+/// echoes; its admin port answers `/readyz` with 200 or 503 as `ready` says.
+async fn fake_replica(
+    id: u8,
+    ready: Arc<AtomicBool>,
+) -> (std::net::SocketAddr, std::net::SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let webhook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addrs = (webhook.local_addr().unwrap(), admin.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = webhook.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                if s.write_all(&[id]).await.is_err() {
+                    return;
+                }
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = admin.accept().await {
+            let mut buf = [0u8; 256];
+            let _ = s.read(&mut buf).await;
+            let answer: &[u8] = if ready.load(Ordering::SeqCst) {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+            } else {
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
+            };
+            let _ = s.write_all(answer).await;
+        }
+    });
+    addrs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_balancer_spreads_connections_and_skips_an_unready_replica() {
+    use crate::support::balancer::Balancer;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let step = std::time::Duration::from_secs(5);
+    let ready = [
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicBool::new(true)),
+    ];
+    let a = fake_replica(0, ready[0].clone()).await;
+    let b = fake_replica(1, ready[1].clone()).await;
+    let balancer = Balancer::start(&[a, b]).unwrap();
+    let balancer = &balancer;
+    let wait_for = |want: [bool; 2]| async move {
+        let deadline = std::time::Instant::now() + step;
+        while [balancer.ready(0), balancer.ready(1)] != want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "readiness never became {want:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let connect = || async move {
+        let mut s = tokio::net::TcpStream::connect(balancer.addr())
+            .await
+            .unwrap();
+        let mut id = [0u8; 1];
+        tokio::time::timeout(step, s.read_exact(&mut id))
+            .await
+            .expect("the replica's byte")
+            .unwrap();
+        (id[0], s)
+    };
+    wait_for([true, true]).await;
+
+    // Round robin per connection.
+    let mut seen = Vec::new();
+    let mut kept = Vec::new();
+    for _ in 0..4 {
+        let (id, s) = connect().await;
+        seen.push(id);
+        kept.push((id, s));
+    }
+    seen.sort();
+    assert_eq!(seen, [0, 0, 1, 1]);
+
+    // Replica 1 turns unready: new connections all go to replica 0, open ones stay where they are.
+    ready[1].store(false, Ordering::SeqCst);
+    wait_for([true, false]).await;
+    for _ in 0..3 {
+        assert_eq!(connect().await.0, 0);
+    }
+    let (_, to_one) = kept.iter_mut().find(|(id, _)| *id == 1).unwrap();
+    to_one.write_all(b"still there").await.unwrap();
+    let mut echo = [0u8; 11];
+    tokio::time::timeout(step, to_one.read_exact(&mut echo))
+        .await
+        .expect("the echo")
+        .unwrap();
+    assert_eq!(&echo, b"still there");
+    assert_eq!((balancer.connections(0), balancer.connections(1)), (5, 2));
+
+    // A replica started in its place gets connections once ready.
+    let ready_c = Arc::new(AtomicBool::new(true));
+    let c = fake_replica(2, ready_c).await;
+    balancer.replace(1, c.0, c.1);
+    wait_for([true, true]).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        ids.push(connect().await.0);
+    }
+    ids.sort();
+    assert_eq!(ids, [0, 2]);
+}
