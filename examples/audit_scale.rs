@@ -13,7 +13,8 @@
 //! The Workflows are created by this process through kube's client, a few requests in flight at a
 //! time, with no webhook registered (the audit reads, it does not care how they were written). Every
 //! 100th has an unreadable history, every 50th a label that disagrees with its history, every 20th
-//! has waited in QA past `stuck_after` and every 100th carries an unknown stage; the others are clean
+//! has waited in QA past `stuck_after` and every 100th carries an unknown stage (reached by a
+//! recorded forced change); the others are clean
 //! at one of the three stages. Each audit must report exactly those (checked from its JSON) or the
 //! run fails. `kubectl get workflows -A -o name` over the same Workflows is timed beside it, for scale.
 
@@ -126,10 +127,16 @@ fn entry(from: Option<&str>, to: &str, secs_ago: u64) -> Value {
 fn workflow(i: usize) -> Value {
     let (stage, history): (&str, String) = match kind_of(i) {
         Some("history-unreadable") => (STAGES[0], "[{\"from\":".to_owned()),
-        Some("unknown-stage") => (
-            "deploying",
-            json!([entry(None, "deploying", 60)]).to_string(),
-        ),
+        // Reached by a recorded forced change, a legal step of the path: only the stage is wrong
+        // (a plain entry to an unknown stage would also be a history that is no path).
+        Some("unknown-stage") => {
+            let mut forced = entry(Some(STAGES[0]), "deploying", 60);
+            forced["override"] = json!("moved by hand");
+            (
+                "deploying",
+                json!([entry(None, STAGES[0], 600), forced]).to_string(),
+            )
+        }
         Some("label-disagrees") => (STAGES[1], json!([entry(None, STAGES[0], 600)]).to_string()),
         Some(_) => (
             STAGES[1],
