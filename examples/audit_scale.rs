@@ -102,7 +102,7 @@ fn main() {
 
 /// What the planted Workflow `i` is, and the finding the audit must report for it.
 fn kind_of(i: usize) -> Option<&'static str> {
-    if i % 100 == 0 {
+    if i.is_multiple_of(100) {
         Some("history-unreadable")
     } else if i % 100 == 3 {
         Some("unknown-stage")
