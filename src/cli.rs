@@ -26,6 +26,18 @@ pub struct Cli {
 pub enum Command {
     /// Run the webhook server (the default)
     Serve(ServeArgs),
+    /// Watch Workflows and export where they are as Prometheus gauges on the admin port: Workflows
+    /// per pipeline and stage, the oldest one's time there, the stuck ones, the audit's findings
+    #[command(after_help = "Examples:
+  # every namespace, with the kubeconfig kubectl would use
+  stage-guard monitor --config deploy/base/config.yaml
+  # one namespace, another context, the metrics on a local port
+  stage-guard monitor -n argo --context staging --admin-listen 127.0.0.1:9090
+  curl -s 127.0.0.1:9090/metrics | grep -E '^stage_guard_(workflows|stage_oldest|audit)'
+
+Needs list and watch on workflows.argoproj.io, nothing else (deploy/monitor has the ClusterRole).
+Run one replica: two would export every count twice.")]
+    Monitor(MonitorArgs),
     /// Print the cluster's verdict on one stage change, offline (both webhooks, as the API server calls
     /// them); exit 0 allowed, 1 denied, 2 usage or config error
     #[command(after_help = "Examples:
@@ -192,6 +204,60 @@ pub struct ServeArgs {
         default_value_t = crate::server::DEFAULT_HEADER_TIMEOUT.as_secs_f64()
     )]
     pub header_timeout: f64,
+    /// Log line format
+    #[arg(
+        long,
+        env = "STAGE_GUARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    /// Log level (error, warn, info, debug, trace, off) or directives like stage_guard=debug,info;
+    /// overrides RUST_LOG. Anything else is refused at start-up
+    #[arg(long, env = "STAGE_GUARD_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Stage configuration (YAML), the webhook's: pipelines and stuck_after; the embedded default
+    /// when absent
+    #[arg(long, env = "STAGE_GUARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Admin listener (plain HTTP): /livez, /readyz (200 once the first list is counted), /metrics;
+    /// IP:PORT or HOST:PORT
+    #[arg(
+        long,
+        env = "STAGE_GUARD_ADMIN_LISTEN",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub admin_listen: String,
+    /// Kubeconfig file, as kubectl's flag (else KUBECONFIG, ~/.kube/config, or the pod's service
+    /// account)
+    #[arg(long, env = "STAGE_GUARD_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context, as kubectl's flag (else the current context)
+    #[arg(long, env = "STAGE_GUARD_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
+    /// Watch the Workflows of this namespace, or of all namespaces
+    #[arg(
+        short = 'n',
+        long,
+        env = "STAGE_GUARD_NAMESPACE",
+        value_name = "NS|all",
+        default_value = "all"
+    )]
+    pub namespace: String,
+    /// Recompute the gauges at least this often (ages grow without events); changes of a stage,
+    /// labels or history are counted within a second anyway
+    #[arg(
+        long,
+        env = "STAGE_GUARD_REFRESH_INTERVAL",
+        value_name = "SECS",
+        default_value_t = 15.0
+    )]
+    pub refresh_interval: f64,
     /// Log line format
     #[arg(
         long,

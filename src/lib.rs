@@ -19,6 +19,7 @@ pub mod core;
 pub mod diagram;
 pub mod logging;
 pub mod metrics;
+pub mod monitor;
 pub mod pem;
 pub mod report;
 pub mod server;

@@ -17,11 +17,12 @@ use stage_guard::certs;
 use stage_guard::cli::steer::{self as steer_cli, KubectlStage};
 use stage_guard::cli::{
     CertsArgs, CheckArgs, Cli, Command, ConfigCommand, DefaultServe, GraphArgs, GraphFormat,
-    ReviewArgs, ReviewOperation, ServeArgs, TestArgs,
+    MonitorArgs, ReviewArgs, ReviewOperation, ServeArgs, TestArgs,
 };
 use stage_guard::config::{DEFAULT_CONFIG_YAML, effective_yaml};
 use stage_guard::core::{Operation, Policy, plural};
 use stage_guard::diagram;
+use stage_guard::monitor::{Monitor, MonitorOptions, Scope};
 use stage_guard::server::{self, ServeOptions, Server};
 use stage_guard::steer::{self, Program};
 use stage_guard::suite::Suite;
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Serve(args)) => serve(args),
+        Some(Command::Monitor(args)) => monitor(args),
         None => match DefaultServe::try_parse_from(["stage-guard"]) {
             // Reads the STAGE_GUARD_* environment like `serve` would.
             Ok(DefaultServe { args }) => serve(args),
@@ -165,6 +167,76 @@ fn serve(args: ServeArgs) -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "server failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn monitor(args: MonitorArgs) -> ExitCode {
+    if let Err(e) = stage_guard::logging::init(args.log_format, args.log_level.as_deref()) {
+        return usage_error(e);
+    }
+    let policy = match load_policy(args.config.as_deref()) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let refresh_interval = match seconds("--refresh-interval", args.refresh_interval) {
+        Ok(d) if !d.is_zero() => d,
+        Ok(_) => return usage_error("--refresh-interval must be more than 0 seconds"),
+        Err(e) => return usage_error(e),
+    };
+    let admin_listen = match args.admin_listen.parse() {
+        Ok(a) => a,
+        Err(e) => return usage_error(format!("--admin-listen {e}")),
+    };
+    if args.namespace.trim().is_empty() {
+        return usage_error("--namespace needs a namespace, or all");
+    }
+    let opts = MonitorOptions {
+        admin_listen,
+        connection: stage_guard::cluster::client::Connection {
+            kubeconfig: args.kubeconfig,
+            context: args.context,
+            namespace: None,
+        },
+        scope: Scope::parse(&args.namespace),
+        refresh_interval,
+    };
+    tracing::info!(
+        config = %args.config.as_ref().map_or("(embedded default)".into(), |p| p.display().to_string()),
+        label = %policy.label,
+        pipelines = %summary(&policy),
+        "configuration loaded"
+    );
+    // The monitor is light: two worker threads, whatever the node's core count.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stage-guard: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let signals = match server::ShutdownSignals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("stage-guard: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let monitor = match Monitor::start(opts, policy).await {
+            Ok(m) => m,
+            Err(e) => return usage_error(e),
+        };
+        match monitor.run(signals.first()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "monitor failed");
                 ExitCode::FAILURE
             }
         }

@@ -203,6 +203,13 @@ struct ReasonLabels {
     reason: Reason,
 }
 
+/// `pipeline` and `stage` are a configured pipeline and one of its stages, or `unknown`: bounded.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    pipeline: String,
+    stage: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: ReloadResult,
@@ -225,6 +232,7 @@ pub struct Metrics {
     duration: Family<WebhookLabels, Histogram>,
     transitions: Family<TransitionLabels, Counter>,
     denials: Family<ReasonLabels, Counter>,
+    stage_duration: Family<StageLabels, Histogram>,
     tls_reloads: Family<ResultLabels, Counter>,
     tls_handshake_failures: Family<HandshakeLabels, Counter>,
     connections_closed: Family<ConnectionCloseLabels, Counter>,
@@ -240,6 +248,28 @@ fn duration_histogram() -> Histogram {
     ])
 }
 
+/// Minutes to weeks: how long a Workflow waits at a stage (a review, an approval, a QA run).
+pub const STAGE_DURATION_BUCKETS: [f64; 14] = [
+    60.0,        // 1 min
+    300.0,       // 5 min
+    900.0,       // 15 min
+    1_800.0,     // 30 min
+    3_600.0,     // 1 h
+    10_800.0,    // 3 h
+    21_600.0,    // 6 h
+    43_200.0,    // 12 h
+    86_400.0,    // 1 d
+    172_800.0,   // 2 d
+    345_600.0,   // 4 d
+    604_800.0,   // 1 week
+    1_209_600.0, // 2 weeks
+    2_419_200.0, // 4 weeks
+];
+
+fn stage_duration_histogram() -> Histogram {
+    Histogram::new(STAGE_DURATION_BUCKETS)
+}
+
 impl Metrics {
     pub fn new(policy: &Policy) -> Metrics {
         let mut registry = Registry::default();
@@ -249,6 +279,9 @@ impl Metrics {
         );
         let transitions = Family::<TransitionLabels, Counter>::default();
         let denials = Family::<ReasonLabels, Counter>::default();
+        let stage_duration = Family::<StageLabels, Histogram>::new_with_constructor(
+            stage_duration_histogram as fn() -> Histogram,
+        );
         let tls_reloads = Family::<ResultLabels, Counter>::default();
         let tls_handshake_failures = Family::<HandshakeLabels, Counter>::default();
         let connections_closed = Family::<ConnectionCloseLabels, Counter>::default();
@@ -275,6 +308,11 @@ impl Metrics {
             "stage_guard_denials",
             "Denied admission reviews, by reason",
             denials.clone(),
+        );
+        registry.register(
+            "stage_guard_stage_duration_seconds",
+            "Time a Workflow spent at the stage it left, by its stored history, at each admitted stage change",
+            stage_duration.clone(),
         );
         registry.register(
             "stage_guard_patches",
@@ -337,6 +375,12 @@ impl Metrics {
                 }));
             }
             let graph = &pipeline.graph;
+            for stage in graph.stages() {
+                drop(stage_duration.get_or_create(&StageLabels {
+                    pipeline: pipeline.name.clone(),
+                    stage: stage.clone(),
+                }));
+            }
             let stored =
                 std::iter::once(None).chain(graph.stages().iter().map(|s| Some(s.as_str())));
             for from in stored {
@@ -371,6 +415,7 @@ impl Metrics {
             duration,
             transitions,
             denials,
+            stage_duration,
             tls_reloads,
             tls_handshake_failures,
             connections_closed,
@@ -419,6 +464,14 @@ impl Metrics {
                         reason,
                     })
                     .inc();
+                if let Some(stayed) = record.time_at_stage_left {
+                    self.stage_duration
+                        .get_or_create(&StageLabels {
+                            pipeline: record.pipeline.clone(),
+                            stage: record.from_label.clone(),
+                        })
+                        .observe(stayed.as_secs_f64());
+                }
             }
             _ => {}
         }
@@ -499,6 +552,8 @@ mod tests {
             "stage_guard_connections_closed_total{reason=\"header_timeout\"} 0",
             "stage_guard_connections_closed_total{reason=\"evicted\"} 0",
             "stage_guard_tls_cert_not_after_timestamp_seconds 0",
+            "stage_guard_stage_duration_seconds_count{pipeline=\"default\",stage=\"waiting-pr-created\"} 0",
+            "stage_guard_stage_duration_seconds_bucket{le=\"2419200.0\",pipeline=\"default\",stage=\"waiting-pr-approved\"} 0",
         ] {
             assert!(text.contains(family), "missing {family} in\n{text}");
         }
@@ -521,6 +576,7 @@ mod tests {
             pipeline: "default".into(),
             from_label: "waiting-pr-created".into(),
             to_label: "unknown".into(),
+            time_at_stage_left: Some(Duration::from_secs(90)),
             message: "evil".into(),
             warnings: 1,
         };
@@ -530,5 +586,69 @@ mod tests {
         assert!(text.contains(
             "stage_guard_transitions_total{pipeline=\"default\",from=\"waiting-pr-created\",to=\"unknown\",reason=\"unknown-stage\"} 1"
         ));
+        assert!(text.contains(
+            "stage_guard_stage_duration_seconds_sum{pipeline=\"default\",stage=\"waiting-pr-created\"} 90.0"
+        ), "{text}");
+    }
+
+    #[test]
+    fn the_time_at_a_stage_is_observed_only_for_admitted_changes() {
+        let m = Metrics::new(&Policy::default_policy());
+        let record = |decision, reason, stayed| Record {
+            uid: "u".into(),
+            workflow: "argo/w".into(),
+            user: "bob".into(),
+            operation: Operation::Update,
+            transition: "waiting-pr-created->waiting-ready-for-qa".into(),
+            stage_changed: true,
+            decision,
+            patched: false,
+            discarded_edit: false,
+            reason: Some(reason),
+            pipeline: "default".into(),
+            from_label: "waiting-pr-created".into(),
+            to_label: "waiting-ready-for-qa".into(),
+            time_at_stage_left: stayed,
+            message: String::new(),
+            warnings: 0,
+        };
+        let hour = Some(Duration::from_secs(3_600));
+        m.observe(
+            Webhook::Validate,
+            &record(Outcome::Allowed, Reason::Advance, hour),
+            Duration::ZERO,
+        );
+        m.observe(
+            Webhook::Validate,
+            &record(Outcome::Denied, Reason::Skip, hour),
+            Duration::ZERO,
+        );
+        m.observe(
+            Webhook::Mutate,
+            &record(Outcome::Allowed, Reason::Advance, hour),
+            Duration::ZERO,
+        );
+        m.observe(
+            Webhook::Validate,
+            &record(Outcome::Allowed, Reason::Advance, None),
+            Duration::ZERO,
+        );
+        let text = m.encode();
+        let line = |suffix: &str| {
+            format!(
+                "stage_guard_stage_duration_seconds{suffix}{{pipeline=\"default\",stage=\"waiting-pr-created\"}}"
+            )
+        };
+        assert!(text.contains(&format!("{} 1\n", line("_count"))), "{text}");
+        assert!(
+            text.contains(&format!("{} 3600.0\n", line("_sum"))),
+            "{text}"
+        );
+        assert!(text.contains(
+            "stage_guard_stage_duration_seconds_bucket{le=\"1800.0\",pipeline=\"default\",stage=\"waiting-pr-created\"} 0\n"
+        ), "{text}");
+        assert!(text.contains(
+            "stage_guard_stage_duration_seconds_bucket{le=\"3600.0\",pipeline=\"default\",stage=\"waiting-pr-created\"} 1\n"
+        ), "{text}");
     }
 }

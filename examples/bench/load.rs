@@ -223,6 +223,10 @@ pub enum Outcome {
     Error(String),
     /// The connection is unusable; reconnect.
     Broken(String),
+    /// The connection was closed before the request could be written (the server had said
+    /// `Connection: close`, or closed it idle): nothing reached the server, so the API server's
+    /// client sends such a request again on a new connection.
+    NotSent(String),
 }
 
 /// A review request from a template, with a fresh uid when the template has a place for one
@@ -273,7 +277,7 @@ pub fn answer_error(
 pub async fn send(sender: &mut Sender, target: &Target, t: &Prepared) -> Outcome {
     let (request, uid) = review_request(t);
     if let Err(e) = sender.ready().await {
-        return Outcome::Broken(format!("connection: {e}"));
+        return Outcome::NotSent(format!("connection: {e}"));
     }
     let response = match sender.send_request(request).await {
         Ok(r) => r,
@@ -302,7 +306,7 @@ async fn exchange(
     let result = match outcome {
         Outcome::Ok => Ok(()),
         Outcome::Error(kind) => Err(kind),
-        Outcome::Broken(kind) => {
+        Outcome::Broken(kind) | Outcome::NotSent(kind) => {
             // A server that keeps refusing should end the run, not spin it.
             tokio::time::sleep(Duration::from_millis(10)).await;
             *sender = connect(target).await?;

@@ -1,8 +1,9 @@
 //! Open-loop traffic at a fixed rate over keep-alive connections to the replicas "in the Service": a
 //! new connection goes to the next replica whose readiness probe passed, as kube-proxy balances
-//! connections; a kept-alive connection stays with its replica until that closes it. Nothing is
-//! retried (the API server does not retry a webhook call): every failed request counts, filed under
-//! the SIGTERM window when it fails while that is open.
+//! connections; a kept-alive connection stays with its replica until that closes it. A request is sent
+//! again only when its connection was closed before it could be written, as the API server's client
+//! does; a request written and not answered is never retried (the API server does not retry a webhook
+//! call): every failed request counts, filed under the SIGTERM window when it fails while that is open.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -191,29 +192,40 @@ pub async fn run(
 }
 
 /// One request on the worker's connection, connecting first (to a replica in service) when it has
-/// none; a broken connection is dropped, and the next request connects anew.
+/// none; a broken connection is dropped, and the next request connects anew. A request the
+/// connection was already closed for (a draining replica answered the last one with `Connection:
+/// close`) is sent again once on a new connection, as the API server's client does: it never left.
 async fn exchange(
     endpoints: &Endpoints,
     conn: &mut Option<(Arc<Target>, Sender)>,
     t: &Prepared,
 ) -> Result<(), String> {
-    if conn.is_none() {
-        let target = endpoints.pick().ok_or("no replica in service")?;
-        let sender = tokio::time::timeout(Duration::from_secs(5), load::connect(&target))
-            .await
-            .map_err(|_| "connect: timed out".to_owned())?
-            .map_err(|e| format!("connect: {e}"))?;
-        *conn = Some((target, sender));
-    }
-    let Some((target, sender)) = conn.as_mut() else {
-        return Err("no connection".into());
-    };
-    match load::send(sender, target, t).await {
-        Outcome::Ok => Ok(()),
-        Outcome::Error(kind) => Err(kind),
-        Outcome::Broken(kind) => {
-            *conn = None;
-            Err(kind)
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        if conn.is_none() {
+            let target = endpoints.pick().ok_or("no replica in service")?;
+            let sender = tokio::time::timeout(Duration::from_secs(5), load::connect(&target))
+                .await
+                .map_err(|_| "connect: timed out".to_owned())?
+                .map_err(|e| format!("connect: {e}"))?;
+            *conn = Some((target, sender));
+        }
+        let Some((target, sender)) = conn.as_mut() else {
+            return Err("no connection".into());
+        };
+        match load::send(sender, target, t).await {
+            Outcome::Ok => return Ok(()),
+            Outcome::Error(kind) => return Err(kind),
+            Outcome::NotSent(kind) if attempts > 1 => {
+                *conn = None;
+                return Err(kind);
+            }
+            Outcome::NotSent(_) => *conn = None,
+            Outcome::Broken(kind) => {
+                *conn = None;
+                return Err(kind);
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ mod skip;
 mod walk;
 
 use std::borrow::Cow;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::core::{
     self, Facts, Operation, Outcome, Policy, RESUBMITTED_FROM_LABEL, Reason, show_stage,
@@ -59,6 +59,9 @@ pub struct Record {
     /// Metric labels for `O` and `N`: a configured stage, `none`, or `unknown`.
     pub from_label: String,
     pub to_label: String,
+    /// On an admitted stage change, how long the Workflow was at the stage it leaves, by its stored
+    /// history (`None`: no entry of the history says when it got there).
+    pub time_at_stage_left: Option<Duration>,
     pub message: String,
     pub warnings: usize,
 }
@@ -81,7 +84,7 @@ pub fn answer(
     let req = request::decode(body)?;
     let facts = facts_of(policy, &req);
     let (response, record) = match webhook {
-        Webhook::Validate => validate(policy, &req, &facts),
+        Webhook::Validate => validate(policy, &req, &facts, now),
         Webhook::Mutate => mutate(policy, &req, &facts, now),
     };
     let allowed = response.allowed;
@@ -152,12 +155,18 @@ fn record_of(policy: &Policy, req: &Request<'_>, facts: &Facts<'_>) -> Record {
         pipeline: pipeline.map_or("none", |p| p.name.as_str()).to_owned(),
         from_label: metric_label(facts.from),
         to_label: metric_label(facts.to),
+        time_at_stage_left: None,
         message: String::new(),
         warnings: 0,
     }
 }
 
-fn validate(policy: &Policy, req: &Request<'_>, facts: &Facts<'_>) -> (ResponseOut, Record) {
+fn validate(
+    policy: &Policy,
+    req: &Request<'_>,
+    facts: &Facts<'_>,
+    now: SystemTime,
+) -> (ResponseOut, Record) {
     let mut record = record_of(policy, req, facts);
     let Some(v) = core::validate(policy, facts) else {
         return (ResponseOut::allow(&req.uid), record);
@@ -181,6 +190,12 @@ fn validate(policy: &Policy, req: &Request<'_>, facts: &Facts<'_>) -> (ResponseO
         response
             .audit_annotations
             .insert("pipeline", record.pipeline.clone());
+    }
+    if record.stage_changed
+        && v.allowed()
+        && let Some(left) = facts.from
+    {
+        record.time_at_stage_left = core::history::time_at(facts.trusted_history(), left, now);
     }
     record.decision = v.outcome;
     record.reason = Some(v.reason);
@@ -300,6 +315,58 @@ mod tests {
             v["response"]["auditAnnotations"]["transition"],
             "waiting-pr-created->waiting-ready-for-qa"
         );
+    }
+
+    #[test]
+    fn an_admitted_change_records_how_long_the_workflow_was_at_the_stage_it_leaves() {
+        let policy = Policy::default_policy();
+        // Entered waiting-pr-created 90 minutes before `now`, by the stored history.
+        let entered = core::history::render(&[core::Entry::new(
+            None,
+            Some("waiting-pr-created"),
+            "bob",
+            now() - Duration::from_secs(5_400),
+        )]);
+        let old = wf(
+            Some("waiting-pr-created"),
+            Some(json!({"stage-guard.io/history": entered})),
+        );
+        let left = |new: Value| {
+            let a = pipeline::run(
+                &policy,
+                &serde_json::from_slice::<Value>(&review("UPDATE", "bob", new, old.clone()))
+                    .unwrap(),
+                now(),
+            )
+            .unwrap();
+            (a.validate.allowed, a.validate.record.time_at_stage_left)
+        };
+        assert_eq!(
+            left(wf(Some("waiting-ready-for-qa"), None)),
+            (true, Some(Duration::from_secs(5_400)))
+        );
+        // A denied change leaves nothing.
+        assert_eq!(left(wf(Some("waiting-pr-approved"), None)), (false, None));
+        // A history that ends at another stage than the label says: no time known.
+        let elsewhere = core::history::render(&[core::Entry::new(None, Some("x"), "bob", now())]);
+        let old = wf(
+            Some("waiting-pr-created"),
+            Some(json!({"stage-guard.io/history": elsewhere})),
+        );
+        let a = pipeline::run(
+            &policy,
+            &serde_json::from_slice::<Value>(&review(
+                "UPDATE",
+                "bob",
+                wf(Some("waiting-ready-for-qa"), None),
+                old,
+            ))
+            .unwrap(),
+            now(),
+        )
+        .unwrap();
+        assert!(a.validate.allowed);
+        assert_eq!(a.validate.record.time_at_stage_left, None);
     }
 
     #[test]

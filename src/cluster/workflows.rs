@@ -1,7 +1,6 @@
 //! Argo Workflows as dynamic objects, and what the rules read of them (`core::audit::Stored`).
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ObjectMeta};
 use kube::{Api, Client};
 use std::collections::BTreeMap;
 
@@ -27,11 +26,12 @@ pub fn api(client: Client, namespace: Option<&str>) -> Api<DynamicObject> {
 
 /// What the rules read of a stored Workflow.
 pub fn stored(policy: &Policy, w: &DynamicObject) -> Stored {
-    stored_meta(policy, &w.metadata)
+    stored_from_meta(policy, &w.metadata)
 }
 
-/// What the rules read of a stored Workflow's metadata (all they read: labels and annotations).
-pub fn stored_meta(policy: &Policy, meta: &ObjectMeta) -> Stored {
+/// What the rules read of a stored Workflow's metadata (all they read: the monitor watches metadata
+/// only).
+pub fn stored_from_meta(policy: &Policy, meta: &ObjectMeta) -> Stored {
     Stored {
         namespace: meta.namespace.clone().unwrap_or_default(),
         name: meta.name.clone().unwrap_or_default(),

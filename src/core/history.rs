@@ -1,6 +1,6 @@
 //! The stage-history annotation (SPEC 4.3): a compact JSON array of entries, oldest first.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -94,6 +94,19 @@ pub fn base_of(stored: Option<&str>) -> Vec<Entry> {
     stored.and_then(|raw| parse(raw).ok()).unwrap_or_default()
 }
 
+/// How long the history says a Workflow has been at `stage` at `now`: since its last entry, when that
+/// entry moved it to `stage`. `None` when the history is absent or does not parse, when it ends at
+/// another stage (the label moved without the webhook), or when its time is after `now`.
+pub fn time_at(stored: Option<&str>, stage: &str, now: SystemTime) -> Option<Duration> {
+    let entries = parse(stored?).ok()?;
+    let last = entries.last()?;
+    if last.to.as_deref() != Some(stage) {
+        return None;
+    }
+    let at = humantime::parse_rfc3339(&last.at).ok()?;
+    now.duration_since(at).ok()
+}
+
 /// How the incoming history relates to the stored one, as the validating webhook sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HistoryWrite {
@@ -150,10 +163,31 @@ pub fn appended_entry(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, UNIX_EPOCH};
+    use std::time::UNIX_EPOCH;
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn time_at_a_stage_runs_from_the_last_entry_that_moved_there() {
+        let entries = [
+            Entry::new(None, Some("a"), "bob", at(1_000)),
+            Entry::new(Some("a"), Some("b"), "bob", at(1_600)),
+        ];
+        let stored = render(&entries);
+        let now = at(2_000);
+        assert_eq!(
+            time_at(Some(&stored), "b", now),
+            Some(Duration::from_secs(400))
+        );
+        // The label says otherwise than the history's end: no time known.
+        assert_eq!(time_at(Some(&stored), "a", now), None);
+        assert_eq!(time_at(None, "b", now), None);
+        assert_eq!(time_at(Some("{not json"), "b", now), None);
+        assert_eq!(time_at(Some("[]"), "b", now), None);
+        // A clock behind the entry's time.
+        assert_eq!(time_at(Some(&stored), "b", at(1_500)), None);
     }
 
     #[test]

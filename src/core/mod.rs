@@ -8,6 +8,7 @@
 //! The server, `stage-guard review` and `stage-guard check` reach the rules through these two only.
 
 pub mod audit;
+pub mod census;
 mod facts;
 mod fit;
 mod graph;

@@ -72,15 +72,33 @@ pub fn webhook_router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// What the admin listener reports: readiness and the metrics text. The webhook server and the
+/// monitor each have one.
+pub trait Admin: Send + Sync + 'static {
+    fn ready(&self) -> bool;
+    /// The OpenMetrics text exposition.
+    fn metrics_text(&self) -> String;
+}
+
+impl Admin for AppState {
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    fn metrics_text(&self) -> String {
+        self.metrics.encode()
+    }
+}
+
 /// The admin routes (plain HTTP, for probes and Prometheus).
-pub fn admin_router(state: Arc<AppState>) -> Router {
+pub fn admin_router<S: Admin>(state: Arc<S>) -> Router {
     Router::new()
         .route(
             "/livez",
             get(|| async { "ok\n" }).fallback(method_not_allowed),
         )
-        .route("/readyz", get(readyz).fallback(method_not_allowed))
-        .route("/metrics", get(metrics).fallback(method_not_allowed))
+        .route("/readyz", get(readyz::<S>).fallback(method_not_allowed))
+        .route("/metrics", get(metrics::<S>).fallback(method_not_allowed))
         .fallback(not_found)
         .with_state(state)
 }
@@ -116,21 +134,21 @@ async fn method_not_allowed(request: Request) -> Response {
     )
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::SeqCst) {
+async fn readyz<S: Admin>(State(state): State<Arc<S>>) -> Response {
+    if state.ready() {
         (StatusCode::OK, "ok\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
     }
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+async fn metrics<S: Admin>(State(state): State<Arc<S>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
         )],
-        state.metrics.encode(),
+        state.metrics_text(),
     )
         .into_response()
 }

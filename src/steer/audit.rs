@@ -5,7 +5,7 @@
 use std::time::SystemTime;
 
 use crate::cli::steer::{AuditArgs, AuditOutput};
-use crate::cluster::workflows::stored_meta;
+use crate::cluster::workflows::stored_from_meta;
 use crate::core::audit::{findings, pipeline_of};
 use crate::report::audit::AuditReport;
 
@@ -31,7 +31,7 @@ pub async fn run(args: AuditArgs, program: Program) -> Result<u8, Stop> {
             )
             .await?;
         for meta in &page.items {
-            let w = stored_meta(&s.policy, meta);
+            let w = stored_from_meta(&s.policy, meta);
             let found = findings(&s.policy, &w, now);
             let pipeline = pipeline_of(&s.policy, &w).map(|p| p.name.as_str());
             report.add(

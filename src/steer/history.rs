@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use crate::cli::steer::{HistoryArgs, HistoryOutput};
-use crate::cluster::workflows::stored_meta;
+use crate::cluster::workflows::stored_from_meta;
 use crate::core::audit::timeline;
 use crate::report::history::HistoryView;
 
@@ -13,7 +13,7 @@ use super::session::Session;
 pub async fn run(args: HistoryArgs) -> Result<u8, Stop> {
     let s = Session::open(&args.cluster).await?;
     let meta = s.workflows.get(&s.namespace, &args.name).await?;
-    let w = stored_meta(&s.policy, &meta);
+    let w = stored_from_meta(&s.policy, &meta);
     let view = HistoryView::new(&w, &timeline(&s.policy, &w, SystemTime::now()));
     let text = match args.output {
         HistoryOutput::Table => view.table(),

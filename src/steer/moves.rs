@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::cli::steer::{RollbackArgs, SetArgs};
 use crate::cluster::failure::Failure;
-use crate::cluster::workflows::{stage_patch, stored_meta};
+use crate::cluster::workflows::{stage_patch, stored_from_meta};
 use crate::core::audit::Stored;
 use crate::core::history::{self, Entry};
 use crate::core::moves::check_rollback;
@@ -65,7 +65,7 @@ async fn move_to(
     let ns = s.namespace.as_str();
     let mut meta = s.workflows.get(ns, name).await?;
     for attempt in 1..=ATTEMPTS {
-        let before = stored_meta(&s.policy, &meta);
+        let before = stored_from_meta(&s.policy, &meta);
         let from = before.labels.get(&s.policy.label).cloned();
         if intent == Intent::Rollback {
             check_rollback(&before, target).map_err(|e| {
@@ -147,7 +147,7 @@ fn moved(
     target: &str,
     reason: Option<&str>,
 ) -> String {
-    let after = stored_meta(policy, after_meta);
+    let after = stored_from_meta(policy, after_meta);
     let head = format!(
         "{}/{}: {} -> {}",
         after.namespace,
@@ -226,7 +226,7 @@ mod tests {
     fn an_admitted_move_says_how_the_history_recorded_it() {
         let p = Policy::from_yaml("stages: [a, b, c]").unwrap();
         let first = Entry::new(None, Some("a"), "bob", at(0));
-        let before = stored_meta(&p, &meta("a", std::slice::from_ref(&first), &[]));
+        let before = stored_from_meta(&p, &meta("a", std::slice::from_ref(&first), &[]));
         let moved_to = Entry::new(Some("a"), Some("b"), "alice", at(60));
         let after = meta("b", &[first.clone(), moved_to], &[]);
         assert_eq!(

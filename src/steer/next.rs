@@ -7,7 +7,7 @@ use kube::Api;
 use kube::api::PostParams;
 
 use crate::cli::steer::NextArgs;
-use crate::cluster::workflows::stored_meta;
+use crate::cluster::workflows::stored_from_meta;
 use crate::core::audit::timeline;
 use crate::core::moves::open_from;
 use crate::report::next::{NextView, Requester};
@@ -18,7 +18,7 @@ use super::{Program, Stop};
 pub async fn run(args: NextArgs, program: Program) -> Result<u8, Stop> {
     let s = Session::open(&args.cluster).await?;
     let meta = s.workflows.get(&s.namespace, &args.name).await?;
-    let w = stored_meta(&s.policy, &meta);
+    let w = stored_from_meta(&s.policy, &meta);
     let open = open_from(&s.policy, &w);
     let in_stage_for = timeline(&s.policy, &w, SystemTime::now()).in_stage_for;
     let me = if open.forced_only.is_empty() {

@@ -9,13 +9,14 @@
 use super::*;
 
 const CHART: &str = "deploy/helm/stage-guard";
-const RELEASE: &str = "stage-guard";
+pub(crate) const RELEASE: &str = "stage-guard";
 
 /// Custom resources the chart may render, which kubernetes-validate has no schema for.
 const CHART_CRD_KINDS: &[(&str, &str)] = &[
     ("cert-manager.io/v1", "Issuer"),
     ("cert-manager.io/v1", "Certificate"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
 ];
 
 /// A configuration whose label and annotation keys are all renamed, with a graph of its own.
@@ -40,12 +41,16 @@ fn chart() -> PathBuf {
 }
 
 /// `helm template stage-guard CHART -n stage-guard ARGS...`: the documents, or helm's stderr.
-fn try_template(args: &[&str]) -> Result<Vec<Value>, String> {
+pub(crate) fn try_template(args: &[&str]) -> Result<Vec<Value>, String> {
     try_template_as(RELEASE, NAMESPACE, args)
 }
 
 /// `helm template RELEASE CHART -n NAMESPACE ARGS...`.
-fn try_template_as(release: &str, namespace: &str, args: &[&str]) -> Result<Vec<Value>, String> {
+pub(crate) fn try_template_as(
+    release: &str,
+    namespace: &str,
+    args: &[&str],
+) -> Result<Vec<Value>, String> {
     let out = Command::new(helm())
         .args(["template", release])
         .arg(chart())
@@ -59,27 +64,27 @@ fn try_template_as(release: &str, namespace: &str, args: &[&str]) -> Result<Vec<
     Ok(yaml_documents(&String::from_utf8(out.stdout).unwrap()))
 }
 
-fn template(args: &[&str]) -> Vec<Value> {
+pub(crate) fn template(args: &[&str]) -> Vec<Value> {
     try_template(args).unwrap_or_else(|e| panic!("helm template {args:?} failed:\n{e}"))
 }
 
 /// Values from a JSON (YAML) text, passed as a file.
-struct ValuesFile(tempfile::TempDir);
+pub(super) struct ValuesFile(tempfile::TempDir);
 
 impl ValuesFile {
-    fn new(text: &str) -> ValuesFile {
+    pub(super) fn new(text: &str) -> ValuesFile {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("values.yaml"), text).unwrap();
         ValuesFile(dir)
     }
 
-    fn path(&self) -> String {
+    pub(super) fn path(&self) -> String {
         self.0.path().join("values.yaml").display().to_string()
     }
 }
 
 /// Validates the rendering like the kustomize output; the chart's CRD kinds only need to be named.
-fn validate_rendering(label: &str, docs: &[Value]) {
+pub(crate) fn validate_rendering(label: &str, docs: &[Value]) {
     let is_chart_crd = |d: &Value| {
         CHART_CRD_KINDS
             .iter()
@@ -190,25 +195,27 @@ fn helm_lint_is_clean_and_strict() {
     }
 }
 
+/// The chart's NOTES after `helm install --dry-run=client` with `args`.
+pub(crate) fn notes(args: &[&str]) -> String {
+    let out = Command::new(helm())
+        .args(["install", RELEASE])
+        .arg(chart())
+        .args(["--namespace", NAMESPACE, "--dry-run=client"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm install --dry-run=client {args:?}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (_, notes) = text.split_once("NOTES:").expect("NOTES in the output");
+    notes.to_string()
+}
+
 #[test]
 fn notes_give_the_second_step_of_the_two_step_install() {
-    let notes = |args: &[&str]| {
-        let out = Command::new(helm())
-            .args(["install", RELEASE])
-            .arg(chart())
-            .args(["--namespace", NAMESPACE, "--dry-run=client"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "helm install --dry-run=client {args:?}:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
-        let (_, notes) = text.split_once("NOTES:").expect("NOTES in the output");
-        notes.to_string()
-    };
     let step = format!(
         "helm upgrade {RELEASE} {CHART} -n {NAMESPACE} --reuse-values --set webhooks.enabled=true"
     );

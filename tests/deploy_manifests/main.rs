@@ -8,8 +8,9 @@
 //! annotations being absent, present or changed.
 //!
 //! Tools: `kubectl` (with kustomize) and `kubernetes-validate`, which the test environment installs
-//! into a virtual environment of its own on first use (`tests/testenv/src/tools.rs`). A missing tool
-//! fails the test with a message naming it.
+//! into a virtual environment of its own on first use (`tests/testenv/src/tools.rs`), and, for the
+//! monitoring package (`monitoring.rs`), `promtool` (`.ci/install-promtool`). A missing tool fails the
+//! test with a message naming it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -20,6 +21,8 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 mod helm;
+mod monitor;
+mod monitoring;
 
 const NAMESPACE: &str = "stage-guard";
 const SERVICE: &str = "stage-guard";
@@ -35,6 +38,8 @@ const CRD_KINDS: &[(&str, &str)] = &[
     ("cert-manager.io/v1", "Certificate"),
     ("argoproj.io/v1alpha1", "WorkflowTemplate"),
     ("argoproj.io/v1alpha1", "Sensor"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
 ];
 
 /// The oldest Kubernetes the manifests claim (matchConditions are GA in 1.30) and a recent one.

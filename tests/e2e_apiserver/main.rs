@@ -21,6 +21,7 @@ mod harness;
 mod helm;
 mod imitation;
 mod install;
+mod monitor;
 mod races;
 mod recorder;
 mod recovery;
@@ -63,6 +64,7 @@ fn main() {
         ("helm", helm::SCENARIOS),
         ("install", install::SCENARIOS),
         ("vap", vap::SCENARIOS),
+        ("monitor", monitor::SCENARIOS),
         ("steer", steer::SCENARIOS),
     ];
     let mut trials = Vec::new();

@@ -31,21 +31,45 @@ const OVERRIDE: &str = "stage-guard.io/override-reason";
 /// A pipeline of the example, the namespace its Workflows are in, and their other labels.
 type Group = (&'static str, String, Vec<(String, String)>);
 
-/// The generated policies, applied; deleted again when dropped (they are cluster-wide).
-struct Applied<'c>(&'c ControlPlane);
+/// The generated policies, applied; deleted again when dropped (they are cluster-wide), and waited
+/// for until the API server no longer enforces them: its policy cache follows deletions a moment
+/// later, and the scenarios after this one must not meet a stale policy.
+struct Applied<'c> {
+    cp: &'c ControlPlane,
+    /// A write the policies were seen to refuse: namespace, Workflow, stage.
+    probe: Option<(String, String, String)>,
+}
+
+impl Applied<'_> {
+    /// Waits until the policies judge, and keeps the probe to see them gone at the end.
+    fn wait_until_enforced(&mut self, ns: &str, probe: &str, to: &str) -> Result<()> {
+        wait_until_enforced(self.cp, ns, probe, to)?;
+        self.probe = Some((ns.to_string(), probe.to_string(), to.to_string()));
+        Ok(())
+    }
+}
 
 impl Drop for Applied<'_> {
     fn drop(&mut self) {
-        if let Ok(k) = self.0.kubectl(ADMIN) {
-            let _ = k
-                .args([
-                    "delete",
-                    "validatingadmissionpolicybinding,validatingadmissionpolicy",
-                    "-l",
-                    "app.kubernetes.io/component=admission-policy",
-                    "--ignore-not-found",
-                ])
-                .ok();
+        let Ok(k) = self.cp.kubectl(ADMIN) else {
+            return;
+        };
+        let _ = k
+            .args([
+                "delete",
+                "validatingadmissionpolicybinding,validatingadmissionpolicy",
+                "-l",
+                "app.kubernetes.io/component=admission-policy",
+                "--ignore-not-found",
+            ])
+            .ok();
+        if let Some((ns, probe, to)) = &self.probe {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while policy_refuses(self.cp, ns, probe, to).is_ok_and(|(refused, _)| refused)
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(250));
+            }
         }
     }
 }
@@ -68,7 +92,7 @@ fn vap_yaml(config: &str) -> Result<String> {
 }
 
 fn apply_policies<'c>(cp: &'c ControlPlane, yaml: &str) -> Result<Applied<'c>> {
-    let applied = Applied(cp);
+    let applied = Applied { cp, probe: None };
     let out = cp
         .kubectl(ADMIN)?
         .args(["apply", "-f", "-"])
@@ -117,30 +141,39 @@ fn webhook_verdict(
     })
 }
 
+/// Whether a ValidatingAdmissionPolicy refuses a server-side dry-run move of `probe` to `to`.
+fn policy_refuses(cp: &ControlPlane, ns: &str, probe: &str, to: &str) -> Result<(bool, String)> {
+    let out = cp
+        .kubectl(ADMIN)?
+        .args([
+            "-n",
+            ns,
+            "patch",
+            "workflow",
+            probe,
+            "--type",
+            "merge",
+            "--dry-run=server",
+            "-p",
+        ])
+        .arg(json!({"metadata": {"labels": {STAGE_LABEL: to}}}).to_string())
+        .run()?;
+    Ok((
+        !out.success() && out.stderr.contains("ValidatingAdmissionPolicy"),
+        out.stderr,
+    ))
+}
+
 /// Waits until the policies judge: a server-side dry-run skip in the default pipeline is refused.
 fn wait_until_enforced(cp: &ControlPlane, ns: &str, probe: &str, to: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = cp
-            .kubectl(ADMIN)?
-            .args([
-                "-n",
-                ns,
-                "patch",
-                "workflow",
-                probe,
-                "--type",
-                "merge",
-                "--dry-run=server",
-                "-p",
-            ])
-            .arg(json!({"metadata": {"labels": {STAGE_LABEL: to}}}).to_string())
-            .run()?;
-        if !out.success() && out.stderr.contains("ValidatingAdmissionPolicy") {
+        let (refused, stderr) = policy_refuses(cp, ns, probe, to)?;
+        if refused {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("the policies did not judge within 30 s: {}", out.stderr);
+            bail!("the policies did not judge within 30 s: {stderr}");
         }
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -196,8 +229,8 @@ fn the_policies_agree_with_the_webhook_on_every_combination(suite: &Suite) -> Re
             stored.push((*name, ns.clone(), labels.clone(), wf_name, stage.clone()));
         }
     }
-    let _applied = apply_policies(cp, &vap_yaml(&config)?)?;
-    wait_until_enforced(cp, &qa_ns, "default-0", "waiting-pr-approved")?;
+    let mut applied = apply_policies(cp, &vap_yaml(&config)?)?;
+    applied.wait_until_enforced(&qa_ns, "default-0", "waiting-pr-approved")?;
 
     let bob = Requester {
         username: "bob".into(),
@@ -330,12 +363,12 @@ fn a_30_stage_graph_stays_within_the_cel_cost_limits(suite: &Suite) -> Result<()
     Policy::from_yaml(&config).context("the generated 30-stage configuration")?;
     // The API server estimates every expression's cost when the policy is created and refuses one
     // over its limit, so being created is the check; a request then runs them for real.
-    let _applied = apply_policies(cp, &vap_yaml(&config)?)?;
+    let mut applied = apply_policies(cp, &vap_yaml(&config)?)?;
     cp.kubectl(ADMIN)?
         .args(["-n", &ns, "create", "-f", "-"])
         .stdin(workflow("big", &[("team", "t1")], &[]).to_string())
         .ok()?;
-    wait_until_enforced(cp, &ns, "big", "stage-29")?;
+    applied.wait_until_enforced(&ns, "big", "stage-29")?;
     let legal = cp
         .kubectl(BOB)?
         .args([

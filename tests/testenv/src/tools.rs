@@ -2,7 +2,7 @@
 //! says how to get it: the tests fail with that message, they never skip.
 
 use anyhow::{Context, Result, bail};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -45,6 +45,40 @@ pub fn helm() -> Result<PathBuf> {
     crate::gobuild::HELM.binary("helm").context(
         "helm is missing and could not be built: the chart tests run the real helm, built from the Go \
          module in tests/helm/ by `cargo run -p stage-guard-testenv -- build --only helm`",
+    )
+}
+
+/// The real `promtool` (Debian's `prometheus` package), from `$PROMTOOL`, `PATH`, or the cache where
+/// `.ci/install-promtool` puts it (`~/.cache/stage-guard/promtool/promtool`); the first time, that
+/// script is run here, so the test command alone sets everything up. A failure names the script.
+pub fn promtool() -> Result<PathBuf> {
+    if let Some(path) = find("promtool", "PROMTOOL") {
+        return Ok(path);
+    }
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    let cached = crate::gobuild::cache_root()?.join("promtool/promtool");
+    if cached.is_file() {
+        return Ok(cached);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/install-promtool");
+    eprintln!(
+        "promtool: taking it out of Debian's prometheus package (.ci/install-promtool, once)"
+    );
+    let out = Command::new("bash")
+        .arg(&script)
+        .env("STAGE_GUARD_TESTENV_CACHE", crate::gobuild::cache_root()?)
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if out.status.success() && cached.is_file() {
+        return Ok(cached);
+    }
+    bail!(
+        "promtool is missing: the monitoring tests run the real promtool of Debian's prometheus package, \
+         and `bash .ci/install-promtool` could not put it into {} ({}); install the package, or set \
+         PROMTOOL to a promtool",
+        cached.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
     )
 }
 

@@ -198,3 +198,22 @@ annotations:
 {{- $_ = include "stage-guard.checkedCaBundle" (dict "bundle" .Values.certificates.existingSecret.caBundle "what" "certificates.existingSecret.caBundle") }}
 {{- end }}
 {{- end }}
+
+{{/*
+The monitor's job label, which its ServiceMonitor sets and its alerts select, and the name of its
+ServiceMonitor and PrometheusRule: "<fullname>-monitor" ("stage-guard-monitor" for the release
+"stage-guard", as in deploy/monitoring/monitor/).
+*/}}
+{{/*
+"true" when the monitor's /metrics is scraped: asked for with serviceMonitor.monitor.enabled, or the
+chart's own monitor (monitor.enabled) while the webhook is scraped (serviceMonitor.enabled).
+*/}}
+{{- define "stage-guard.monitorScraped" -}}
+{{- if or .Values.serviceMonitor.monitor.enabled (and .Values.monitor.enabled .Values.serviceMonitor.enabled) -}}
+true
+{{- end -}}
+{{- end }}
+
+{{- define "stage-guard.monitorJob" -}}
+{{- printf "%s-monitor" (include "stage-guard.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
