@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub mod steer;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "stage-guard",
@@ -96,6 +98,9 @@ A suite:
     /// failed request; prints the caBundle; exit 2 when the directory's state does not allow the step
     #[command(after_help = CERTS_EXAMPLES)]
     Certs(CertsArgs),
+    /// history, audit, set, next, rollback: see and steer Workflows in a cluster
+    #[command(flatten)]
+    Steer(steer::SteerCommand),
 }
 
 /// `serve`'s flags on their own: what runs when no command is given (they then come from the environment).

@@ -21,7 +21,9 @@ pub mod logging;
 pub mod metrics;
 pub mod monitor;
 pub mod pem;
+pub mod report;
 pub mod server;
+pub mod steer;
 pub mod suggest;
 pub mod suite;
 #[cfg(test)]

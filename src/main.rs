@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use clap::Parser;
 use stage_guard::admission::pipeline::{self, ClusterAnswer, PipelineError, Requester};
 use stage_guard::certs;
+use stage_guard::cli::steer::{self as steer_cli, KubectlStage};
 use stage_guard::cli::{
     CertsArgs, CheckArgs, Cli, Command, ConfigCommand, DefaultServe, GraphArgs, GraphFormat,
     MonitorArgs, ReviewArgs, ReviewOperation, ServeArgs, TestArgs,
@@ -23,6 +24,7 @@ use stage_guard::core::{Operation, Policy, plural};
 use stage_guard::diagram;
 use stage_guard::monitor::{Monitor, MonitorOptions, Scope};
 use stage_guard::server::{self, ServeOptions, Server};
+use stage_guard::steer::{self, Program};
 use stage_guard::suite::Suite;
 
 /// jemalloc returns what a burst of large reviews freed within seconds (SPEC 11: under 30 MiB idle);
@@ -34,6 +36,13 @@ const EXIT_DENIED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
+    // Installed or linked as `kubectl-stage`, the binary is the kubectl plugin `kubectl stage`.
+    if std::env::args_os()
+        .next()
+        .is_some_and(|argv0| steer_cli::invoked_as_plugin(&argv0))
+    {
+        return steer::run(KubectlStage::parse().command, Program::KubectlPlugin);
+    }
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Serve(args)) => serve(args),
@@ -53,6 +62,7 @@ fn main() -> ExitCode {
         Some(Command::Certs(args)) => make_certs(args),
         Some(Command::Graph(args)) => graph(args),
         Some(Command::Test(args)) => run_suites(args),
+        Some(Command::Steer(command)) => steer::run(command, Program::StageGuard),
         Some(Command::Vap(args)) => match Policy::load(args.config.as_deref()) {
             Ok(p) => {
                 print!("{}", stage_guard::vap::policies(&p));

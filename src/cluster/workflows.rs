@@ -52,3 +52,46 @@ pub fn stored_from_meta(policy: &Policy, meta: &ObjectMeta) -> Stored {
             .and_then(|t| humantime::parse_rfc3339(&t.0.to_string()).ok()),
     }
 }
+
+/// The merge patch that moves a Workflow to `stage`: conditional on `resource_version`, the version
+/// just read (the API server answers 409 Conflict if the Workflow changed since), and with `reason`
+/// in the override annotation for a forced change. The history is the mutating webhook's to write.
+pub fn stage_patch(
+    policy: &Policy,
+    stage: &str,
+    reason: Option<&str>,
+    resource_version: &str,
+) -> serde_json::Value {
+    let mut metadata = serde_json::json!({
+        "resourceVersion": resource_version,
+        "labels": { policy.label.as_str(): stage },
+    });
+    if let Some(reason) = reason {
+        metadata["annotations"] =
+            serde_json::json!({ policy.override_.annotation.as_str(): reason });
+    }
+    serde_json::json!({ "metadata": metadata })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_stage_patch_is_conditional_and_carries_the_reason_in_the_override_annotation() {
+        let p = Policy::from_yaml(
+            "label: stage\nstages: [a, b]\noverride:\n  annotation: example.com/why\n",
+        )
+        .unwrap();
+        assert_eq!(
+            stage_patch(&p, "b", None, "42"),
+            json!({"metadata": {"resourceVersion": "42", "labels": {"stage": "b"}}})
+        );
+        assert_eq!(
+            stage_patch(&p, "a", Some("QA re-run"), "43"),
+            json!({"metadata": {"resourceVersion": "43", "labels": {"stage": "a"},
+                                "annotations": {"example.com/why": "QA re-run"}}})
+        );
+    }
+}

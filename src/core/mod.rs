@@ -14,6 +14,7 @@ mod fit;
 mod graph;
 pub mod history;
 mod mode;
+pub mod moves;
 mod pipeline;
 mod plan;
 mod policy;

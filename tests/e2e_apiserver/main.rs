@@ -27,6 +27,7 @@ mod recorder;
 mod recovery;
 mod rotation;
 mod stage_moves;
+mod steer;
 mod tls;
 mod unjudged;
 mod vap;
@@ -64,6 +65,7 @@ fn main() {
         ("install", install::SCENARIOS),
         ("vap", vap::SCENARIOS),
         ("monitor", monitor::SCENARIOS),
+        ("steer", steer::SCENARIOS),
     ];
     let mut trials = Vec::new();
     for (group, scenarios) in groups {

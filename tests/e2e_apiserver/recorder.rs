@@ -1,5 +1,7 @@
 //! A webhook that only records: it answers every AdmissionReview with `allowed: true` and keeps the
-//! request (path with query, and body) so a test can read exactly what kube-apiserver sent.
+//! request (path with query, and body) so a test can read exactly what kube-apiserver sent. A test
+//! may give it something to do before it answers (a concurrent write, say), run off the server's
+//! threads.
 
 use anyhow::{Context, Result};
 use http_body_util::{BodyExt, Full};
@@ -16,6 +18,9 @@ use std::sync::{Arc, Mutex};
 /// One recorded call: the request target (`/mutate?timeout=5s`) and the AdmissionReview.
 pub type Recorded = (String, Value);
 
+/// What to do with each AdmissionReview before answering it.
+pub type BeforeAnswer = Arc<dyn Fn(&Value) + Send + Sync>;
+
 pub struct Recorder {
     pub addr: SocketAddr,
     reviews: Arc<Mutex<Vec<Recorded>>>,
@@ -26,6 +31,11 @@ pub struct Recorder {
 impl Recorder {
     /// Serves TLS on 127.0.0.1 with the pair in `cert_dir` (`tls.crt`, `tls.key`).
     pub fn start(cert_dir: &Path) -> Result<Recorder> {
+        Recorder::start_with(cert_dir, Arc::new(|_: &Value| {}))
+    }
+
+    /// As [`Recorder::start`], running `before_answer` on each review before it is answered.
+    pub fn start_with(cert_dir: &Path, before_answer: BeforeAnswer) -> Result<Recorder> {
         let certs = CertificateDer::pem_file_iter(cert_dir.join("tls.crt"))
             .context("read tls.crt")?
             .collect::<Result<Vec<_>, _>>()?;
@@ -51,11 +61,14 @@ impl Recorder {
             while let Ok((tcp, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();
                 let kept = kept.clone();
+                let before_answer = before_answer.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
-                    let service = hyper::service::service_fn(move |req| record(kept.clone(), req));
+                    let service = hyper::service::service_fn(move |req| {
+                        record(kept.clone(), before_answer.clone(), req)
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), service)
                         .await;
@@ -87,12 +100,16 @@ impl Recorder {
 
 async fn record(
     kept: Arc<Mutex<Vec<Recorded>>>,
+    before_answer: BeforeAnswer,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let target = req.uri().to_string();
     let body = req.into_body().collect().await?.to_bytes();
     let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let uid = review["request"]["uid"].clone();
+    let seen = review.clone();
+    // A panicking hook only loses its own work; the answer still goes out.
+    let _ = tokio::task::spawn_blocking(move || before_answer(&seen)).await;
     kept.lock()
         .unwrap_or_else(|e| e.into_inner())
         .push((target, review));
