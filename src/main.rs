@@ -140,10 +140,34 @@ fn serve(args: ServeArgs) -> ExitCode {
     for warning in &policy.warnings {
         tracing::warn!(%warning, "configuration");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    run_until_signalled(
+        None,
+        "server",
+        || Server::bind(opts, policy),
+        |server, signals| server.run(signals.first()),
+    )
+}
+
+/// The shell of the two long-running commands, `serve` and `monitor`: a runtime (`worker_threads`,
+/// else one per core), the signal handlers, the start (its error one line and exit 2, like every
+/// other start-up error: a log line beside it would say it twice), then the run until the first
+/// signal.
+fn run_until_signalled<S, E, Started, Ran>(
+    worker_threads: Option<usize>,
+    what: &str,
+    start: impl FnOnce() -> Started,
+    run: impl FnOnce(S, server::ShutdownSignals) -> Ran,
+) -> ExitCode
+where
+    E: std::fmt::Display,
+    Started: Future<Output = Result<S, E>>,
+    Ran: Future<Output = std::io::Result<()>>,
+{
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("stage-guard: cannot start the runtime: {e}");
@@ -158,15 +182,14 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let server = match Server::bind(opts, policy).await {
+        let service = match start().await {
             Ok(s) => s,
-            // One line, like every other start-up error (a log line beside it would say it twice).
             Err(e) => return usage_error(e),
         };
-        match server.run(signals.first()).await {
+        match run(service, signals).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                tracing::error!(error = %e, "server failed");
+                tracing::error!(error = %e, "{what} failed");
                 ExitCode::FAILURE
             }
         }
@@ -210,37 +233,12 @@ fn monitor(args: MonitorArgs) -> ExitCode {
         "configuration loaded"
     );
     // The monitor is light: two worker threads, whatever the node's core count.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("stage-guard: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let signals = match server::ShutdownSignals::install() {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("stage-guard: cannot install signal handlers: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let monitor = match Monitor::start(opts, policy).await {
-            Ok(m) => m,
-            Err(e) => return usage_error(e),
-        };
-        match monitor.run(signals.first()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = %e, "monitor failed");
-                ExitCode::FAILURE
-            }
-        }
-    })
+    run_until_signalled(
+        Some(2),
+        "monitor",
+        || Monitor::start(opts, policy),
+        |monitor, signals| monitor.run(signals.first()),
+    )
 }
 
 fn check(args: CheckArgs) -> ExitCode {
