@@ -204,18 +204,8 @@ pub struct ServeArgs {
         default_value_t = crate::server::DEFAULT_HEADER_TIMEOUT.as_secs_f64()
     )]
     pub header_timeout: f64,
-    /// Log line format
-    #[arg(
-        long,
-        env = "STAGE_GUARD_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
-    pub log_format: LogFormat,
-    /// Log level (error, warn, info, debug, trace, off) or directives like stage_guard=debug,info;
-    /// overrides RUST_LOG. Anything else is refused at start-up
-    #[arg(long, env = "STAGE_GUARD_LOG_LEVEL", value_name = "LEVEL")]
-    pub log_level: Option<String>,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 #[derive(Debug, Args)]
@@ -258,6 +248,13 @@ pub struct MonitorArgs {
         default_value_t = 15.0
     )]
     pub refresh_interval: f64,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// The logging flags of the long-running commands (`serve`, `monitor`).
+#[derive(Debug, Args)]
+pub struct LogArgs {
     /// Log line format
     #[arg(
         long,

@@ -91,7 +91,7 @@ fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    if let Err(e) = stage_guard::logging::init(args.log_format, args.log_level.as_deref()) {
+    if let Err(e) = stage_guard::logging::init(args.log.log_format, args.log.log_level.as_deref()) {
         return usage_error(e);
     }
     let policy = match load_policy(args.config.as_deref()) {
@@ -197,7 +197,7 @@ where
 }
 
 fn monitor(args: MonitorArgs) -> ExitCode {
-    if let Err(e) = stage_guard::logging::init(args.log_format, args.log_level.as_deref()) {
+    if let Err(e) = stage_guard::logging::init(args.log.log_format, args.log.log_level.as_deref()) {
         return usage_error(e);
     }
     let policy = match load_policy(args.config.as_deref()) {
