@@ -21,6 +21,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 mod helm;
+mod krew;
 mod monitor;
 mod monitoring;
 
