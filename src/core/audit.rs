@@ -146,6 +146,17 @@ pub fn pipeline_of<'p>(policy: &'p Policy, w: &Stored) -> Option<&'p Pipeline> {
 
 /// The timeline of `w` at `now`.
 pub fn timeline(policy: &Policy, w: &Stored, now: SystemTime) -> Timeline {
+    timeline_in(pipeline_of(policy, w), policy, w, now)
+}
+
+/// The timeline of `w` at `now`, its pipeline already found (the census reads the timeline and the
+/// findings of every Workflow, and finds the pipeline once for both).
+pub fn timeline_in(
+    pipeline: Option<&Pipeline>,
+    policy: &Policy,
+    w: &Stored,
+    now: SystemTime,
+) -> Timeline {
     let stage = w.labels.get(&policy.label).cloned();
     let (entries, unreadable) = match w.history.as_deref().map(history::parse) {
         None => (Vec::new(), None),
@@ -175,7 +186,7 @@ pub fn timeline(policy: &Policy, w: &Stored, now: SystemTime) -> Timeline {
         None => w.created,
     };
     Timeline {
-        pipeline: pipeline_of(policy, w).map(|p| p.name.clone()),
+        pipeline: pipeline.map(|p| p.name.clone()),
         in_stage_for: entered.and_then(|t| now.duration_since(t).ok()),
         stage,
         steps,
@@ -189,7 +200,11 @@ pub fn findings(policy: &Policy, w: &Stored, now: SystemTime) -> Vec<Finding> {
     let Some(pipeline) = pipeline_of(policy, w) else {
         return Vec::new();
     };
-    let t = timeline(policy, w, now);
+    findings_in(pipeline, &timeline_in(Some(pipeline), policy, w, now))
+}
+
+/// The findings of a Workflow of `pipeline` whose timeline is `t`.
+pub fn findings_in(pipeline: &Pipeline, t: &Timeline) -> Vec<Finding> {
     if t.stage.is_none() && t.steps.is_empty() && t.unreadable.is_none() {
         return Vec::new();
     }

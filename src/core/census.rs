@@ -74,7 +74,8 @@ impl Census {
         let Some(pipeline) = audit::pipeline_of(policy, w) else {
             return;
         };
-        let findings = audit::findings(policy, w, now);
+        let timeline = audit::timeline_in(Some(pipeline), policy, w, now);
+        let findings = audit::findings_in(pipeline, &timeline);
         for f in &findings {
             *self.findings.entry(f.kind()).or_default() += 1;
         }
@@ -91,7 +92,7 @@ impl Census {
             .entry((pipeline.name.clone(), stage.to_owned()))
             .or_default();
         at.workflows += 1;
-        if let Some(for_) = audit::timeline(policy, w, now).in_stage_for {
+        if let Some(for_) = timeline.in_stage_for {
             at.oldest = Some(at.oldest.map_or(for_, |o| o.max(for_)));
         }
         if findings.iter().any(|f| matches!(f, Finding::Stuck { .. })) {

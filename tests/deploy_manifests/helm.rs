@@ -481,23 +481,6 @@ fn default_config_is_the_built_in_default_and_passes_config_check() {
     config_check(&shipped);
 }
 
-/// `stage-guard config check` accepts `yaml` as the pods would mount it.
-fn config_check(yaml: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("config.yaml");
-    fs::write(&file, yaml).unwrap();
-    let check = Command::new(stage_guard_bin())
-        .args(["config", "check"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "stage-guard config check rejects the chart's ConfigMap:\n{yaml}\n{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-}
-
 // === the configuration decides which requests reach the webhooks ===
 
 #[test]

@@ -829,9 +829,15 @@ fn configmap_holds_the_built_in_default_configuration() {
     );
 
     // The binary accepts the file exactly as it is mounted.
+    config_check(&shipped);
+}
+
+/// `stage-guard config check` accepts `yaml` as the pods would mount it; the effective configuration
+/// it prints (every key, defaults filled in).
+fn config_check(yaml: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.yaml");
-    fs::write(&file, &shipped).unwrap();
+    fs::write(&file, yaml).unwrap();
     let check = Command::new(stage_guard_bin())
         .args(["config", "check"])
         .arg(&file)
@@ -839,9 +845,10 @@ fn configmap_holds_the_built_in_default_configuration() {
         .unwrap();
     assert!(
         check.status.success(),
-        "stage-guard config check rejects the ConfigMap's config:\n{}",
+        "stage-guard config check rejects the mounted configuration:\n{yaml}\n{}",
         String::from_utf8_lossy(&check.stderr)
     );
+    String::from_utf8(check.stdout).unwrap()
 }
 
 // === tests: matchConditions ===
@@ -1028,21 +1035,8 @@ fn selection_follows_a_pipeline_configuration_too() {
     let docs = kustomize(&copy.path().join("deploy/base"));
     let shipped = configmap_config(&docs);
     assert!(shipped.contains("pipelines:"), "{shipped}");
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("config.yaml");
-    fs::write(&file, &shipped).unwrap();
-    let check = Command::new(stage_guard_bin())
-        .args(["config", "check"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
     // The effective configuration (every key, defaults filled in) names the keys.
-    let effective = String::from_utf8(check.stdout).unwrap();
+    let effective = config_check(&shipped);
     check_selection_follows(
         &docs,
         &stage_keys(&normalized(&effective)),
