@@ -90,6 +90,20 @@ fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
         .map_err(|_| format!("{flag} must be a non-negative number of seconds, got {value}"))
 }
 
+/// What a long-running command runs with, logged once it has started: the file, the label, the
+/// pipelines, and the configuration's warnings (stages no entry reaches).
+fn log_configuration(config: Option<&Path>, policy: &Policy) {
+    tracing::info!(
+        config = %config.map_or("(embedded default)".into(), |p| p.display().to_string()),
+        label = %policy.label,
+        pipelines = %summary(policy),
+        "configuration loaded"
+    );
+    for warning in &policy.warnings {
+        tracing::warn!(%warning, "configuration");
+    }
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
     if let Err(e) = stage_guard::logging::init(args.log.log_format, args.log.log_level.as_deref()) {
         return usage_error(e);
@@ -131,15 +145,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_connections: args.max_connections,
         header_timeout,
     };
-    tracing::info!(
-        config = %args.config.as_ref().map_or("(embedded default)".into(), |p| p.display().to_string()),
-        label = %policy.label,
-        pipelines = %summary(&policy),
-        "configuration loaded"
-    );
-    for warning in &policy.warnings {
-        tracing::warn!(%warning, "configuration");
-    }
+    log_configuration(args.config.as_deref(), &policy);
     run_until_signalled(
         None,
         "server",
@@ -226,12 +232,7 @@ fn monitor(args: MonitorArgs) -> ExitCode {
         scope: Scope::parse(&args.namespace),
         refresh_interval,
     };
-    tracing::info!(
-        config = %args.config.as_ref().map_or("(embedded default)".into(), |p| p.display().to_string()),
-        label = %policy.label,
-        pipelines = %summary(&policy),
-        "configuration loaded"
-    );
+    log_configuration(args.config.as_deref(), &policy);
     // The monitor is light: two worker threads, whatever the node's core count.
     run_until_signalled(
         Some(2),

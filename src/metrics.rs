@@ -204,10 +204,11 @@ struct ReasonLabels {
 }
 
 /// `pipeline` and `stage` are a configured pipeline and one of its stages, or `unknown`: bounded.
+/// The webhook's time-in-stage histogram and the monitor's gauges share them.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StageLabels {
-    pipeline: String,
-    stage: String,
+pub struct StageLabels {
+    pub pipeline: String,
+    pub stage: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -12,13 +12,7 @@ use prometheus_client::registry::Registry;
 
 use crate::core::Policy;
 use crate::core::census::Census;
-
-/// A configured pipeline and one of its stages, or `unknown`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StageLabels {
-    pipeline: String,
-    stage: String,
-}
+use crate::metrics::StageLabels;
 
 /// One of `Finding::KINDS`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
